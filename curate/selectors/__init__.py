@@ -1,0 +1,69 @@
+"""Selectors: one file per method, and the one dict that maps a method name to its class.
+
+    curate select REF --method NAME --name OUT [--budget K | --fraction F | --budget-tokens T] [--seed S]
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+from curate.errors import CurateError
+from curate.selectors.base import Selection, Selector
+from curate.selectors.random import RandomSelector
+
+SELECTORS: dict[str, type[Selector]] = {
+    "random": RandomSelector,
+}
+
+
+def get_selector(method: str) -> type[Selector]:
+    try:
+        return SELECTORS[method]
+    except KeyError:
+        raise CurateError(f"unknown method {method!r} (available: {', '.join(sorted(SELECTORS))})") from None
+
+
+def make_selector(method: str, **params: Any) -> Selector:
+    cls = get_selector(method)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise CurateError(f"--method {method}: unknown option(s) {', '.join(unknown)} (accepted: {', '.join(accepted)})")
+    return cls(**params)
+
+
+def run_selector(ref, *, method: str, name: str | None = None, store=None, **params: Any):
+    """Fit a selector on ``ref``, select, and commit the kept rows with ``decisions.parquet``.
+
+    >>> v = curate.select("sample-sft", method="random", budget=50, name="sft-rand")   # doctest: +SKIP
+    """
+    from curate.api import get_store
+
+    s = get_store(store)
+    version = s.load(ref)
+    selector = make_selector(method, **params)
+    selector.check_input(version)
+    name = name or f"{version.name}-{method}"
+    op = {"name": "select", "method": method, "params": selector.get_params(), **selector.identity()}
+    if (hit := s.lookup(name, [version], op)) is not None:
+        return hit
+    t0 = time.perf_counter()
+    selector.fit(version)
+    t1 = time.perf_counter()
+    selection = selector.select()
+    table = version.to_arrow()
+    out = selector.transform(table, selection)
+    return s.commit(
+        out,
+        name=name,
+        parents=[version],
+        op=op,
+        decisions=selector.decisions(table, selection),
+        stats=selector.stats(selection),
+        timings={"fit_s": round(t1 - t0, 4), "select_s": round(time.perf_counter() - t1, 4)},
+    )
+
+
+__all__ = ["SELECTORS", "Selection", "Selector", "get_selector", "make_selector", "run_selector"]

@@ -1,0 +1,168 @@
+"""The selector base: score every row in ``fit``, choose rows in ``select``, one reason per dropped row.
+
+A selector is a small estimator (scikit-learn ``SelectKBest`` style). ``__init__`` stores keyword
+hyperparameters unchanged; ``fit(version)`` sets ``scores_`` (one float per parent row) and returns ``self``;
+``select()`` turns scores into kept rows with a stable tie-break (higher score first, then lower row index).
+Every budget form (``budget`` rows, ``fraction`` of rows, ``budget_tokens``) shares the one scorer.
+
+A new method is one file with one subclass that implements ``fit``; register it in ``SELECTORS``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pyarrow as pa
+
+from curate.errors import CurateError
+from curate.store import Version
+
+
+@dataclass
+class Selection:
+    """The outcome of ``select()``: kept parent rows in output order, and a reason for every dropped one."""
+
+    order: np.ndarray
+    reasons: list[str]
+    columns: dict[str, list[Any]] = field(default_factory=dict)  # extra columns, aligned with ``order``
+
+    @property
+    def kept(self) -> np.ndarray:
+        mask = np.zeros(len(self.reasons), dtype=bool)
+        mask[self.order] = True
+        return mask
+
+
+def check_budget(budget: int | None, fraction: float | None, budget_tokens: int | None, *, required: bool) -> None:
+    given = [n for n, v in (("--budget", budget), ("--fraction", fraction), ("--budget-tokens", budget_tokens))
+             if v is not None]
+    if len(given) > 1:
+        raise CurateError(f"give one budget form, not {' and '.join(given)}")
+    if required and not given:
+        raise CurateError("give a budget: --budget K, --fraction F or --budget-tokens T")
+    if budget is not None and (not isinstance(budget, int | np.integer) or budget < 0):
+        raise CurateError(f"--budget must be a non-negative integer, got {budget!r}")
+    if fraction is not None and not 0.0 <= float(fraction) <= 1.0:
+        raise CurateError(f"--fraction must be in [0, 1], got {fraction!r}")
+    if budget_tokens is not None and (not isinstance(budget_tokens, int | np.integer) or budget_tokens < 0):
+        raise CurateError(f"--budget-tokens must be a non-negative integer, got {budget_tokens!r}")
+
+
+def take_by_budget(
+    ranked: np.ndarray,
+    *,
+    n_rows: int,
+    budget: int | None = None,
+    fraction: float | None = None,
+    budget_tokens: int | None = None,
+    tokens: np.ndarray | None = None,
+) -> np.ndarray:
+    """The prefix of ``ranked`` a budget allows. A token budget skips rows that would overflow it and goes on."""
+    if budget is not None:
+        return ranked[: min(int(budget), len(ranked))]
+    if fraction is not None:
+        return ranked[: min(int(round(float(fraction) * n_rows)), len(ranked))]
+    if budget_tokens is not None:
+        if tokens is None:
+            raise CurateError("--budget-tokens needs token counts for the rows")
+        keep, used = [], 0
+        for i in ranked:
+            if used + int(tokens[i]) <= budget_tokens:
+                keep.append(i)
+                used += int(tokens[i])
+        return np.asarray(keep, dtype=np.int64)
+    return ranked
+
+
+def rank_desc(scores: np.ndarray) -> np.ndarray:
+    """Indices by score, highest first; ties keep row order (stable), NaN last."""
+    s = np.where(np.isnan(scores), -np.inf, scores)
+    return np.argsort(-s, kind="stable")
+
+
+class Selector(ABC):
+    """Base class; subclasses set ``name`` and implement ``fit``."""
+
+    name: ClassVar[str]
+    #: columns the input version must have
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    scores_: np.ndarray
+    version_: Version
+
+    @abstractmethod
+    def fit(self, version: Version) -> Self:
+        """Compute ``self.scores_`` (one float per row of ``version``) and return ``self``."""
+
+    # ------------------------------------------------------------------ shared machinery
+    @property
+    def prefix(self) -> str:
+        return self.name.replace("-", "_")
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters given to ``__init__``, for the recipe hash and the lineage."""
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
+
+    def identity(self) -> dict[str, Any]:
+        """What else determines the result (model identities): part of the version id."""
+        return {}
+
+    def check_input(self, version: Version) -> None:
+        missing = [c for c in self.requires if c not in version.columns]
+        if missing:
+            raise CurateError(
+                f"{version.ref}: --method {self.name} needs column(s) {', '.join(missing)} "
+                f"(the version has {', '.join(version.columns)})"
+            )
+
+    def token_counts(self) -> np.ndarray | None:
+        """Per-row token counts for ``budget_tokens``; selectors that tokenise override this."""
+        return None
+
+    def select(self) -> Selection:
+        """Keep rows by score within the budget; the rest get reason ``below_budget``."""
+        ranked = rank_desc(self.scores_)
+        keep = take_by_budget(
+            ranked,
+            n_rows=len(self.scores_),
+            budget=getattr(self, "budget", None),
+            fraction=getattr(self, "fraction", None),
+            budget_tokens=getattr(self, "budget_tokens", None),
+            tokens=self.token_counts() if getattr(self, "budget_tokens", None) is not None else None,
+        )
+        reasons = ["below_budget"] * len(self.scores_)
+        for i in keep:
+            reasons[i] = ""
+        return Selection(order=np.asarray(keep, dtype=np.int64), reasons=reasons)
+
+    def transform(self, table: pa.Table, selection: Selection) -> pa.Table:
+        """Kept rows in output order, plus ``<method>_score`` and ``<method>_rank`` (1 = first)."""
+        out = table.take(pa.array(selection.order, type=pa.int64()))
+        out = out.append_column(f"{self.prefix}_score",
+                                pa.array(self.scores_[selection.order].astype(np.float64), type=pa.float64()))
+        out = out.append_column(f"{self.prefix}_rank", pa.array(np.arange(1, len(selection.order) + 1), pa.int64()))
+        for col, values in selection.columns.items():
+            out = out.append_column(col, pa.array(values))
+        return out
+
+    def decisions(self, table: pa.Table, selection: Selection) -> pa.Table:
+        """One row per parent row: id, score, kept, reason."""
+        return pa.table({
+            "id": table.column("id"),
+            "score": pa.array(self.scores_.astype(np.float64), type=pa.float64()),
+            "kept": pa.array(selection.kept),
+            "reason": pa.array(selection.reasons, type=pa.string()),
+        })
+
+    def stats(self, selection: Selection) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for r in selection.reasons:
+            if r:
+                reasons[r] = reasons.get(r, 0) + 1
+        return {"kept": int(len(selection.order)), "dropped": int(len(selection.reasons) - len(selection.order)),
+                "reasons": reasons}
