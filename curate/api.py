@@ -59,7 +59,9 @@ def as_table(data: Any) -> pa.Table:
         return data.data.table
     if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas
         return pa.Table.from_pandas(data, preserve_index=False)
-    raise InputError(f"cannot store a {type(data).__name__}: pass a pyarrow Table, DataFrame, Dataset or list of dicts")
+    raise InputError(
+        f"cannot store a {type(data).__name__}: pass a pyarrow Table, DataFrame, Dataset or list of dicts"
+    )
 
 
 def save(
@@ -116,18 +118,31 @@ def import_data(
     t0 = time.perf_counter()
     src = read_source(source, split=split)
     m = mapping if isinstance(mapping, dict) else parse_mapping(mapping)
-    op = {"name": "import", "source": src.name, "kind": src.kind, "digest": src.digest, "map": m,
-          "split": split if src.kind in ("hf-disk", "hub") else None, "data_source": data_source}
+    op = {
+        "name": "import",
+        "source": src.name,
+        "kind": src.kind,
+        "digest": src.digest,
+        "map": m,
+        "split": split if src.kind in ("hf-disk", "hub") else None,
+        "data_source": data_source,
+    }
     if (hit := s.lookup(name, [], op)) is not None:
         return hit
     table, layout = normalise(src.rows, source=source, mapping=m, data_source=data_source or name, lines=src.lines)
     read_s = time.perf_counter() - t0
-    return s.commit(table, name=name, op=op, stats={"layout": layout, "rows": table.num_rows},
-                    timings={"read_normalise_s": round(read_s, 4)})
+    return s.commit(
+        table,
+        name=name,
+        op=op,
+        stats={"layout": layout, "rows": table.num_rows},
+        timings={"read_normalise_s": round(read_s, 4)},
+    )
 
 
-def sample(which: str, *, name: str | None = None, n: int = 500, seed: int = 0,
-           store: Store | str | None = None) -> Version:
+def sample(
+    which: str, *, name: str | None = None, n: int = 500, seed: int = 0, store: Store | str | None = None
+) -> Version:
     """Write a built-in sample dataset (``sample-sft`` or ``sample-math``) into the store."""
     from curate.records import to_table
     from curate.samples import SAMPLES
@@ -153,8 +168,14 @@ def lineage(ref: str | Version, *, store: Store | str | None = None) -> dict[str
             parents.append(lineage(f"{p['name']}@{p['id']}", store=s))
         except Exception:  # a parent in another store, or removed by hand: show what the manifest knows
             parents.append({"ref": f"{p['name']}@{p['id']}", "id": p["id"], "op": {}, "rows": None, "parents": []})
-    return {"ref": v.ref, "id": v.id, "op": v.op, "rows": len(v), "stats": v.manifest.get("stats", {}),
-            "parents": parents}
+    return {
+        "ref": v.ref,
+        "id": v.id,
+        "op": v.op,
+        "rows": len(v),
+        "stats": v.manifest.get("stats", {}),
+        "parents": parents,
+    }
 
 
 def diff(a: str | Version, b: str | Version, *, store: Store | str | None = None) -> dict[str, Any]:
@@ -179,8 +200,9 @@ def diff(a: str | Version, b: str | Version, *, store: Store | str | None = None
     }
 
 
-def export(ref: str | Version, *, format: str, out: str | Path, store: Store | str | None = None,
-           **options: Any) -> Path:
+def export(
+    ref: str | Version, *, format: str, out: str | Path, store: Store | str | None = None, **options: Any
+) -> Path:
     """Export a version; ``jsonl`` and ``parquet`` write the canonical rows as they are."""
     from curate.io import export_plain
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import os
 import sys
 import types
 import typing
-from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -35,8 +33,14 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @app.callback()
-def _main(store: Optional[str] = typer.Option(None, "--store", envvar="CURATE_STORE",  # noqa: UP045
-                                              help="Store root (default ./.curate).")):
+def _main(
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        envvar="CURATE_STORE",  # noqa: UP045
+        help="Store root (default ./.curate).",
+    ),
+):
     from curate.api import set_store
 
     set_store(store)
@@ -86,10 +90,13 @@ def parse_extra(extra: list[str], target: Any, *, what: str) -> dict[str, Any]:
         negate = key.startswith("no-") and key[3:].replace("-", "_") in names
         field = (key[3:] if negate else key).replace("-", "_")
         if field not in names:
-            raise CurateError(f"{what}: unknown option --{key} (options: {', '.join('--' + n.replace('_', '-') for n in names)})")
+            raise CurateError(
+                f"{what}: unknown option --{key} (options: {', '.join('--' + n.replace('_', '-') for n in names)})"
+            )
         ann = hints.get(field, str)
-        is_bool = ann is bool or (typing.get_origin(ann) in (typing.Union, types.UnionType)
-                                  and bool in typing.get_args(ann))
+        is_bool = ann is bool or (
+            typing.get_origin(ann) in (typing.Union, types.UnionType) and bool in typing.get_args(ann)
+        )
         if negate:
             kwargs[field] = False
         elif is_bool and not eq and (i + 1 >= len(extra) or extra[i + 1].startswith("--")):
@@ -110,13 +117,21 @@ def parse_extra(extra: list[str], target: Any, *, what: str) -> dict[str, Any]:
 def _params_doc(target: Any) -> list[tuple[str, str, str]]:
     if dataclasses.is_dataclass(target):
         hints = typing.get_type_hints(target)
-        return [("--" + f.name.replace("_", "-"), _type_name(hints[f.name]),
-                 repr(f.default) if f.default is not dataclasses.MISSING else "")
-                for f in dataclasses.fields(target)]
+        return [
+            (
+                "--" + f.name.replace("_", "-"),
+                _type_name(hints[f.name]),
+                repr(f.default) if f.default is not dataclasses.MISSING else "",
+            )
+            for f in dataclasses.fields(target)
+        ]
     hints = typing.get_type_hints(target.__init__)
     sig = inspect.signature(target)
-    return [("--" + n.replace("_", "-"), _type_name(hints.get(n, str)), repr(p.default))
-            for n, p in sig.parameters.items() if n != "self"]
+    return [
+        ("--" + n.replace("_", "-"), _type_name(hints.get(n, str)), repr(p.default))
+        for n, p in sig.parameters.items()
+        if n != "self"
+    ]
 
 
 def _type_name(t: Any) -> str:
@@ -170,8 +185,14 @@ def ls_cmd(name: Optional[str] = typer.Argument(None, help="List the versions of
     tags = s.tags(name)
     t = Table("ref", "id", "rows", "op", "tags", "created")
     for v in s.versions(name):
-        t.add_row(v.ref, v.id, str(len(v)), _op_summary(v.op), ",".join(k for k, x in tags.items() if x == v.id),
-                  v.manifest.get("created", ""))
+        t.add_row(
+            v.ref,
+            v.id,
+            str(len(v)),
+            _op_summary(v.op),
+            ",".join(k for k, x in tags.items() if x == v.id),
+            v.manifest.get("created", ""),
+        )
     out.print(t)
 
 
@@ -183,8 +204,11 @@ def _op_summary(op: dict[str, Any]) -> str:
 
 
 @app.command("show")
-def show_cmd(ref: str, rows: int = typer.Option(5, "--rows", help="Rows to print."),
-             as_json: bool = typer.Option(False, "--json", help="Print manifest and rows as JSON.")):
+def show_cmd(
+    ref: str,
+    rows: int = typer.Option(5, "--rows", help="Rows to print."),
+    as_json: bool = typer.Option(False, "--json", help="Print manifest and rows as JSON."),
+):
     """Show a version: manifest summary and the first rows."""
     from curate.api import load
 
@@ -230,8 +254,9 @@ def diff_cmd(a: str, b: str, as_json: bool = typer.Option(False, "--json")):
     if as_json:
         print(json.dumps(d, indent=1))
         return
-    out.print(f"{d['a']} -> {d['b']}: +{len(d['added'])} added, -{len(d['removed'])} removed, "
-              f"~{len(d['changed'])} changed")
+    out.print(
+        f"{d['a']} -> {d['b']}: +{len(d['added'])} added, -{len(d['removed'])} removed, ~{len(d['changed'])} changed"
+    )
     for k in ("columns_added", "columns_removed", "columns_retyped"):
         if d[k]:
             out.print(f"{k.replace('_', ' ')}: {d[k]}")
@@ -260,8 +285,11 @@ def tag_cmd(ref: str, tag: str):
 
 
 @app.command("export")
-def export_cmd(ref: str, format_: str = typer.Option(..., "--format", help="jsonl, parquet, or a trainer format."),
-               out_path: str = typer.Option(..., "--out", help="Output file or directory.")):
+def export_cmd(
+    ref: str,
+    format_: str = typer.Option(..., "--format", help="jsonl, parquet, or a trainer format."),
+    out_path: str = typer.Option(..., "--out", help="Output file or directory."),
+):
     """Export a version as plain data or for a trainer."""
     from curate.api import export
 
@@ -314,8 +342,10 @@ def select_cmd(
     params = parse_extra(ctx.args, get_selector(method), what=f"--method {method}")
     v = run_selector(ref, method=method, name=name, **params)
     st = v.manifest.get("stats", {})
-    out.print(f"[green]{v.ref}[/] id={v.id} kept {st.get('kept', len(v))}, dropped {st.get('dropped', 0)} "
-              f"{st.get('reasons', '')}")
+    out.print(
+        f"[green]{v.ref}[/] id={v.id} kept {st.get('kept', len(v))}, dropped {st.get('dropped', 0)} "
+        f"{st.get('reasons', '')}"
+    )
 
 
 @app.command("rollout", context_settings=EXTRA)
@@ -355,6 +385,21 @@ def synth_condor_cmd(ctx: typer.Context, name: str = typer.Option(..., "--name")
 
     v = synth_condor(CondorConfig(**parse_extra(ctx.args, CondorConfig, what="synth condor")), name=name)
     out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={json.dumps(v.manifest.get('stats', {}))[:300]}")
+
+
+@app.command("run")
+def run_cmd(
+    recipe: str = typer.Argument(..., help="A YAML recipe, e.g. pipelines/sft-fisher.yaml."),
+    set_: list[str] = typer.Option(None, "--set", help="Override: VAR=value, KIND.param=value."),
+):
+    """Run a pipeline recipe step by step; finished steps are found in the store and skipped."""
+    from curate.pipeline import run_pipeline
+
+    def show(r):
+        state = "[dim]skipped (done)[/]" if r.skipped else f"[green]done[/] in {r.seconds:.1f}s"
+        out.print(f"step {r.index} {r.kind}: {r.output} {state}")
+
+    run_pipeline(recipe, overrides=set_ or (), on_step=show)
 
 
 def main() -> None:

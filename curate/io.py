@@ -33,9 +33,11 @@ class Source:
 
 def _kind_of(path: Path) -> str:
     if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (
-            path / "state.json"
-        ).exists():
+        if (
+            (path / "dataset_info.json").exists()
+            or (path / "dataset_dict.json").exists()
+            or (path / "state.json").exists()
+        ):
             return "hf-disk"
         raise InputError(f"{path}: a directory, but not a saved Hugging Face dataset (no dataset_info.json)")
     suffix = path.suffix.lower()
@@ -143,7 +145,9 @@ def _read_hub(repo_id: str, split: str) -> Source:
     try:
         ds = datasets.load_dataset(repo_id, split=split)
     except Exception as e:  # offline, unknown id, gated: all end the same way for the user
-        raise InputError(f"{repo_id}: not a local path, and the hub could not provide it ({type(e).__name__})") from None
+        raise InputError(
+            f"{repo_id}: not a local path, and the hub could not provide it ({type(e).__name__})"
+        ) from None
     fingerprint = getattr(ds, "_fingerprint", "") or ""
     return Source(ds.to_list(), f"hub:{repo_id}:{split}:{fingerprint}", "hub", repo_id)
 

@@ -50,9 +50,19 @@ CANONICAL_TYPES: dict[str, pa.DataType] = {
 }
 CANONICAL = tuple(CANONICAL_TYPES)
 ROLES = ("system", "user", "assistant", "tool")
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                   "model": "assistant", "bot": "assistant", "system": "system", "tool": "tool",
-                   "function": "tool", "observation": "tool", "function_call": "assistant"}
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+    "observation": "tool",
+    "function_call": "assistant",
+}
 _ANSWER_FIELDS = ("answer", "solution", "ground_truth", "label", "target")
 _NUMERIC = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
 
@@ -151,8 +161,15 @@ def parse_mapping(items: Sequence[str] | None) -> dict[str, str]:
         canon, sep, src = item.partition("=")
         if not sep or not canon or not src:
             raise InputError(f"--map {item!r}: expected canonical=source")
-        if canon not in CANONICAL and canon not in ("question", "completion", "conversations", "instruction",
-                                                     "input", "output", "system"):
+        if canon not in CANONICAL and canon not in (
+            "question",
+            "completion",
+            "conversations",
+            "instruction",
+            "input",
+            "output",
+            "system",
+        ):
             raise InputError(f"--map {item!r}: unknown canonical column {canon!r} (known: {', '.join(CANONICAL)})")
         out[src] = canon
     return out
@@ -301,8 +318,10 @@ def to_table(rows: list[dict[str, Any]], *, source: str = "rows") -> pa.Table:
             if typ is not None:
                 raise InputError(f"{source}: field {c!r}: {e}") from None
             # A pass-through field of mixed types: keep it, as text, rather than refuse the import.
-            arr = pa.array([None if v is None else canonical_json(v) if not isinstance(v, str) else v
-                            for v in values], type=pa.string())
+            arr = pa.array(
+                [None if v is None else canonical_json(v) if not isinstance(v, str) else v for v in values],
+                type=pa.string(),
+            )
         arrays.append(arr)
         fields.append(pa.field(c, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

@@ -18,8 +18,13 @@ CLI = [sys.executable, "-m", "curate.cli"]
 
 
 def run(store: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([*CLI, "--store", str(store), *args], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "COLUMNS": "200"})
+    p = subprocess.run(
+        [*CLI, "--store", str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"curate {' '.join(args)} exited {p.returncode}: {p.stderr}")
     return p
@@ -62,8 +67,10 @@ def test_bad_input_exits_nonzero_with_one_line_and_no_change(tmp_path, args):
     s = tmp_path / "store"
     run(s, "import", str(GSM8K / "test.jsonl"), "--name", "gsm8k")
     before = snapshot(s)
-    args = [str(GSM8K / "test.jsonl") if a == "FILE" else str(tmp_path / "missing.jsonl") if a == "MISSING" else a
-            for a in args]
+    args = [
+        str(GSM8K / "test.jsonl") if a == "FILE" else str(tmp_path / "missing.jsonl") if a == "MISSING" else a
+        for a in args
+    ]
     p = run(s, *args, check=False)
     assert p.returncode != 0
     lines = [line for line in p.stderr.strip().splitlines() if line.strip()]
@@ -83,8 +90,10 @@ def test_verify_exit_code_names_bad_file(tmp_path):
 
 
 def _big_jsonl(path: Path, n: int) -> Path:
-    row = {"question": "How many apples are there if Sam has {i} apples and buys 3 more?" * 3,
-           "answer": "He has {i} + 3 apples.\n#### 3"}
+    row = {
+        "question": "How many apples are there if Sam has {i} apples and buys 3 more?" * 3,
+        "answer": "He has {i} + 3 apples.\n#### 3",
+    }
     with open(path, "w") as f:
         for i in range(n):
             f.write(json.dumps({k: v.replace("{i}", str(i)) for k, v in row.items()}) + "\n")
@@ -95,8 +104,11 @@ def test_sigkill_mid_import_leaves_no_version(tmp_path):
     s = tmp_path / "store"
     run(s, "import", str(GSM8K / "test.jsonl"), "--name", "gsm8k")
     big = _big_jsonl(tmp_path / "big.jsonl", 150_000)
-    proc = subprocess.Popen([*CLI, "--store", str(s), "import", str(big), "--name", "big"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "--store", str(s), "import", str(big), "--name", "big"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     staging = s / "tmp"
     deadline = time.time() + 120
     # Kill as soon as the commit starts staging files: the worst moment for a non-atomic store.
@@ -116,9 +128,14 @@ def test_two_concurrent_imports_both_land(tmp_path):
     s = tmp_path / "store"
     a = _big_jsonl(tmp_path / "a.jsonl", 3000)
     b = GSM8K / "test.jsonl"
-    procs = [subprocess.Popen([*CLI, "--store", str(s), "import", str(src), "--name", name],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for src, name in ((a, "first"), (b, "second"))]
+    procs = [
+        subprocess.Popen(
+            [*CLI, "--store", str(s), "import", str(src), "--name", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for src, name in ((a, "first"), (b, "second"))
+    ]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     listing = run(s, "ls").stdout

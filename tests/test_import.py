@@ -27,7 +27,9 @@ def snapshot(root: Path) -> dict[str, str]:
     """Every file under the store and its hash: 'byte-for-byte unchanged' is equality of two snapshots."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
 
 
 def test_gsm8k_import_and_reimport_is_free(store):
@@ -44,22 +46,37 @@ def test_gsm8k_import_and_reimport_is_free(store):
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("so #### 72", "72"), ("#### 1,072", "1072"), ("no marker 5", "no marker 5"),
-                           ("#### -3.5", "-3.5"), ("a #### b #### 9 ", "9")]
+    ("text", "expected"),
+    [
+        ("so #### 72", "72"),
+        ("#### 1,072", "1072"),
+        ("no marker 5", "no marker 5"),
+        ("#### -3.5", "-3.5"),
+        ("a #### b #### 9 ", "9"),
+    ],
 )
 def test_final_answer(text, expected):
     assert final_answer(text) == expected
 
 
 LAYOUTS = {
-    "alpaca": ({"instruction": "Add", "input": "2 and 3", "output": "5", "system": "Be brief."},
-               [("system", "Be brief."), ("user", "Add\n\n2 and 3"), ("assistant", "5")]),
-    "sharegpt": ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
-                 [("user", "Hi"), ("assistant", "Hello")]),
-    "openai": ({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]},
-               [("user", "Q"), ("assistant", "A")]),
+    "alpaca": (
+        {"instruction": "Add", "input": "2 and 3", "output": "5", "system": "Be brief."},
+        [("system", "Be brief."), ("user", "Add\n\n2 and 3"), ("assistant", "5")],
+    ),
+    "sharegpt": (
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+        [("user", "Hi"), ("assistant", "Hello")],
+    ),
+    "openai": (
+        {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]},
+        [("user", "Q"), ("assistant", "A")],
+    ),
     "prompt-completion": ({"prompt": "Say hi", "completion": "hi"}, [("user", "Say hi"), ("assistant", "hi")]),
-    "question-answer": ({"question": "1+1?", "answer": "1+1=2\n#### 2"}, [("user", "1+1?"), ("assistant", "1+1=2\n#### 2")]),
+    "question-answer": (
+        {"question": "1+1?", "answer": "1+1=2\n#### 2"},
+        [("user", "1+1?"), ("assistant", "1+1=2\n#### 2")],
+    ),
 }
 
 
@@ -111,7 +128,10 @@ def test_hub_id_offline_is_a_clear_error(store):
     [
         ('{"question": "a", "answer": "b"}\n{"question": oops}\n', r"bad\.jsonl: line 2: invalid JSON"),
         ('{"question": "a"}\n', r"cannot tell the layout"),
-        ('{"question": "a", "answer": "#### 1"}\n{"question": "", "answer": "x"}\n', r"line 2: field 'question': empty"),
+        (
+            '{"question": "a", "answer": "#### 1"}\n{"question": "", "answer": "x"}\n',
+            r"line 2: field 'question': empty",
+        ),
         ('{"messages": [{"role": "wizard", "content": "x"}]}\n', r"line 1: field 'messages\[0\]\.role'"),
         ('{"messages": [{"role": "user", "content": "x"}]}\n', r"line 1: field 'messages': no assistant turn"),
         ("", r"empty file"),

@@ -1,6 +1,6 @@
 """Selectors: one file per method, and the one dict that maps a method name to its class.
 
-    curate select REF --method NAME --name OUT [--budget K | --fraction F | --budget-tokens T] [--seed S]
+curate select REF --method NAME --name OUT [--budget K | --fraction F | --budget-tokens T] [--seed S]
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def make_selector(method: str, **params: Any) -> Selector:
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = [k for k in params if k not in accepted]
     if unknown:
-        raise CurateError(f"--method {method}: unknown option(s) {', '.join(unknown)} (accepted: {', '.join(accepted)})")
+        raise CurateError(
+            f"--method {method}: unknown option(s) {', '.join(unknown)} (accepted: {', '.join(accepted)})"
+        )
     return cls(**params)
 
 

@@ -38,8 +38,11 @@ class Selection:
 
 
 def check_budget(budget: int | None, fraction: float | None, budget_tokens: int | None, *, required: bool) -> None:
-    given = [n for n, v in (("--budget", budget), ("--fraction", fraction), ("--budget-tokens", budget_tokens))
-             if v is not None]
+    given = [
+        n
+        for n, v in (("--budget", budget), ("--fraction", fraction), ("--budget-tokens", budget_tokens))
+        if v is not None
+    ]
     if len(given) > 1:
         raise CurateError(f"give one budget form, not {' and '.join(given)}")
     if required and not given:
@@ -143,8 +146,9 @@ class Selector(ABC):
     def transform(self, table: pa.Table, selection: Selection) -> pa.Table:
         """Kept rows in output order, plus ``<method>_score`` and ``<method>_rank`` (1 = first)."""
         out = table.take(pa.array(selection.order, type=pa.int64()))
-        out = out.append_column(f"{self.prefix}_score",
-                                pa.array(self.scores_[selection.order].astype(np.float64), type=pa.float64()))
+        out = out.append_column(
+            f"{self.prefix}_score", pa.array(self.scores_[selection.order].astype(np.float64), type=pa.float64())
+        )
         out = out.append_column(f"{self.prefix}_rank", pa.array(np.arange(1, len(selection.order) + 1), pa.int64()))
         for col, values in selection.columns.items():
             out = out.append_column(col, pa.array(values))
@@ -152,17 +156,22 @@ class Selector(ABC):
 
     def decisions(self, table: pa.Table, selection: Selection) -> pa.Table:
         """One row per parent row: id, score, kept, reason."""
-        return pa.table({
-            "id": table.column("id"),
-            "score": pa.array(self.scores_.astype(np.float64), type=pa.float64()),
-            "kept": pa.array(selection.kept),
-            "reason": pa.array(selection.reasons, type=pa.string()),
-        })
+        return pa.table(
+            {
+                "id": table.column("id"),
+                "score": pa.array(self.scores_.astype(np.float64), type=pa.float64()),
+                "kept": pa.array(selection.kept),
+                "reason": pa.array(selection.reasons, type=pa.string()),
+            }
+        )
 
     def stats(self, selection: Selection) -> dict[str, Any]:
         reasons: dict[str, int] = {}
         for r in selection.reasons:
             if r:
                 reasons[r] = reasons.get(r, 0) + 1
-        return {"kept": int(len(selection.order)), "dropped": int(len(selection.reasons) - len(selection.order)),
-                "reasons": reasons}
+        return {
+            "kept": int(len(selection.order)),
+            "dropped": int(len(selection.reasons) - len(selection.order)),
+            "reasons": reasons,
+        }

@@ -19,8 +19,15 @@ from curate.store import Version
 class RandomSelector(Selector):
     name = "random"
 
-    def __init__(self, *, budget: int | None = None, fraction: float | None = None,
-                 budget_tokens: int | None = None, seed: int = 0, model: str = "smollm2-135m"):
+    def __init__(
+        self,
+        *,
+        budget: int | None = None,
+        fraction: float | None = None,
+        budget_tokens: int | None = None,
+        seed: int = 0,
+        model: str = "smollm2-135m",
+    ):
         self.budget = budget
         self.fraction = fraction
         self.budget_tokens = budget_tokens
