@@ -387,6 +387,14 @@ def synth_condor_cmd(ctx: typer.Context, name: str = typer.Option(..., "--name")
     out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={json.dumps(v.manifest.get('stats', {}))[:300]}")
 
 
+@app.command("report")
+def report_cmd(ref: str, out_path: str = typer.Option("report.html", "--out", help="HTML file to write.")):
+    """One self-contained HTML page with plots of what an op did to a version."""
+    from curate.report import write_report
+
+    out.print(f"[green]wrote[/] {write_report(ref, out_path)}")
+
+
 @app.command("run")
 def run_cmd(
     recipe: str = typer.Argument(..., help="A YAML recipe, e.g. pipelines/sft-fisher.yaml."),

