@@ -111,10 +111,10 @@ def import_data(
 
     s = get_store(store)
     validate_name(name)
-    if format is not None:
+    if format not in (None, "jsonl", "parquet"):
         from curate.exports import import_format
 
-        return import_format(source, format=format, name=name, store=s)
+        return import_format(source, format=format, name=name, store=s, data_source=data_source, split=split)
     t0 = time.perf_counter()
     src = read_source(source, split=split)
     m = mapping if isinstance(mapping, dict) else parse_mapping(mapping)
@@ -202,11 +202,14 @@ def diff(a: str | Version, b: str | Version, *, store: Store | str | None = None
 
 def export(
     ref: str | Version, *, format: str, out: str | Path, store: Store | str | None = None, **options: Any
-) -> Path:
-    """Export a version; ``jsonl`` and ``parquet`` write the canonical rows as they are."""
-    from curate.io import export_plain
+) -> Any:
+    """Export a version for a trainer (``curate.exports.EXPORTERS``) or as plain jsonl / parquet.
 
-    v = get_store(store).load(ref)
-    if format in ("jsonl", "parquet"):
-        return export_plain(v, format, out)
-    raise InputError(f"unknown export format {format!r} (available: jsonl, parquet)")
+    Returns a ``curate.exports.ExportResult``: ``out_dir``, ``files`` and the ``note`` the CLI prints.
+
+    >>> r = curate.export("math-curriculum", format="verl", out="exports/verl")   # doctest: +SKIP
+    >>> print(r.note)                                                             # doctest: +SKIP
+    """
+    from curate.exports import export_version
+
+    return export_version(get_store(store).load(ref), format=format, out=out, **options)

@@ -287,17 +287,34 @@ def tag_cmd(ref: str, tag: str):
 @app.command("export")
 def export_cmd(
     ref: str,
-    format_: str = typer.Option(..., "--format", help="jsonl, parquet, or a trainer format."),
-    out_path: str = typer.Option(..., "--out", help="Output file or directory."),
+    format_: str = typer.Option(
+        ..., "--format", help="trl-sft, trl-grpo, verl, verl-sft, openrlhf, llamafactory, hf, jsonl or parquet."
+    ),
+    out_path: str = typer.Option(..., "--out", help="Output directory (or a .jsonl / .parquet file)."),
+    style: Optional[str] = typer.Option(None, help="trl-sft: messages or prompt-completion."),  # noqa: UP045
+    split: Optional[str] = typer.Option(None, help="verl: the split written into extra_info."),  # noqa: UP045
+    ability: Optional[str] = typer.Option(None, help="verl: the ability tag."),  # noqa: UP045
+    reward_style: Optional[str] = typer.Option(None, help="verl: rule or model."),  # noqa: UP045
+    dataset_name: Optional[str] = typer.Option(None, help="llamafactory: the dataset_info.json key."),  # noqa: UP045
+    drop_labels: bool = typer.Option(False, "--drop-labels", help="Leave token-level labels out."),
 ):
-    """Export a version as plain data or for a trainer."""
+    """Export a version for a trainer, with the lines that trainer needs; or as plain jsonl / parquet."""
     from curate.api import export
 
-    result = export(ref, format=format_, out=out_path)
-    note = getattr(result, "note", None)
-    out.print(f"[green]wrote[/] {getattr(result, 'out_dir', result)}")
-    if note:
-        out.print(note)
+    given = {
+        "style": style,
+        "split": split,
+        "ability": ability,
+        "reward_style": reward_style,
+        "dataset_name": dataset_name,
+    }
+    options = {k: v for k, v in given.items() if v is not None}
+    if drop_labels:
+        options["drop_labels"] = True
+    result = export(ref, format=format_, out=out_path, **options)
+    out.print(f"[green]wrote[/] {result.out_dir}")
+    # Plain print: rich would wrap the trainer command lines, and they must stay copy-pasteable.
+    print(result.note)
 
 
 @app.command("models")
@@ -312,7 +329,14 @@ def models_cmd(prepare: bool = typer.Option(False, "--prepare", help="Convert th
 
     t = Table("alias", "package", "resolves to", "present", "converted")
     for r in models_table():
-        t.add_row(r["alias"], r["package"], str(r["resolves_to"]), str(r["present"]), str(r.get("converted", "")))
+        converted = r.get("converted")
+        t.add_row(
+            r["alias"],
+            r["package"],
+            str(r["resolves_to"]),
+            str(r["present"]),
+            "n/a" if converted is None else str(converted),
+        )
     out.print(t)
 
 

@@ -1,4 +1,4 @@
-"""Readers (jsonl, json, parquet, csv, saved HF datasets, hub ids) and the plain exporters.
+"""Readers: jsonl, json, parquet, csv, saved HF datasets, hub ids. (Exports live in ``curate/exports.py``.)
 
 Readers return raw rows plus a content digest of the source, which goes into the import's recipe: the
 same bytes imported twice give the same version id.
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import InputError
-from curate.store import Version, sha256_file
+from curate.store import sha256_file
 
 READERS = ("jsonl", "json", "parquet", "csv", "hf-disk", "hub")
 
@@ -150,25 +150,3 @@ def _read_hub(repo_id: str, split: str) -> Source:
         ) from None
     fingerprint = getattr(ds, "_fingerprint", "") or ""
     return Source(ds.to_list(), f"hub:{repo_id}:{split}:{fingerprint}", "hub", repo_id)
-
-
-# ---------------------------------------------------------------------------------------------- plain exports
-def export_plain(version: Version, fmt: str, out: str | Path) -> Path:
-    """Write a version as one ``.jsonl`` or ``.parquet`` file; returns the path written."""
-    out = Path(out)
-    table = version.to_arrow()
-    if out.suffix == "" or out.is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-        out = out / f"{version.name}.{fmt}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if fmt == "parquet":
-        pq.write_table(table, tmp, compression="zstd")
-    elif fmt == "jsonl":
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in table.to_pylist():
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        raise InputError(f"unknown export format {fmt!r}")
-    tmp.replace(out)
-    return out
