@@ -2,8 +2,9 @@
 
 Each expensive per-row stage (features, token losses, rollouts, LLM calls) writes its results under
 ``<store>/cache/<kind>/<key>/`` as Parquet shards, each published with an atomic rename as soon as it is
-computed. ``key`` hashes everything that determines the values (model identity, tokenizer, settings);
-each row is addressed by a hash of its content, so the same row in another dataset is a hit too.
+computed (on object storage, which has no rename, each shard is one PUT of a uniquely named object: there
+whole or not at all). ``key`` hashes everything that determines the values (model identity, tokenizer,
+settings); each row is addressed by a hash of its content, so the same row in another dataset is a hit too.
 Values are plain Arrow columns (lists of floats for arrays): no pickle.
 
 Example:
@@ -13,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -23,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.store import Store, canonical_json
+from curate.store import Store, StorePath, canonical_json, parquet_bytes, read_parquet
 
 
 def settings_key(settings: dict[str, Any]) -> str:
@@ -40,7 +42,7 @@ class RowCache:
     """Rows keyed by ``key`` under ``<store>/cache/<kind>/<settings key>/shard-*.parquet``."""
 
     def __init__(self, store: Store, kind: str, key: str, settings: dict[str, Any] | None = None):
-        self.dir: Path = store.cache_dir(kind, key)
+        self.dir: StorePath = store.cache_dir(kind, key)
         self.settings = settings
 
     def load(self, keys: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> dict[str, dict]:
@@ -51,14 +53,21 @@ class RowCache:
             return out
         for shard in sorted(self.dir.glob("shard-*.parquet")):
             cols = None if columns is None else ["key", *[c for c in columns if c != "key"]]
-            for row in pq.read_table(shard, columns=cols).to_pylist():
+            for row in read_parquet(shard, columns=cols).to_pylist():
                 if wanted is None or row["key"] in wanted:
                     out[row["key"]] = row
         return out
 
     def write(self, rows: Sequence[dict[str, Any]], schema: pa.Schema | None = None) -> None:
-        """Publish one shard atomically (write to a temp name, then rename)."""
+        """Publish one shard atomically (write to a temp name, then rename; one PUT on object storage)."""
         if not rows:
+            return
+        if not isinstance(self.dir, Path):
+            if self.settings is not None:
+                with contextlib.suppress(FileExistsError):
+                    (self.dir / "settings.json").write_text(canonical_json(self.settings), exclusive=True)
+            table = pa.Table.from_pylist(list(rows), schema=schema)
+            (self.dir / f"shard-{uuid.uuid4().hex}.parquet").write_bytes(parquet_bytes(table))
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.settings is not None and not (self.dir / "settings.json").exists():
