@@ -4,10 +4,11 @@ Built-ins, by name (``curate rollout REF --reward NAME``):
 
 - ``math``: 1.0 if the completion's final answer equals ``answer`` mathematically, else 0.0. The final answer is
   the last ``\\boxed{...}`` (nested braces allowed), else the text after the last ``####``, else what follows the
-  last "the answer is", else the last number in the text. Both sides are lightly normalised (``$``, thousands
-  separators ``1,234``, a trailing ``.``, ``\\text{...}`` units, a trailing unit word). Two plain numbers (``-3``,
-  ``0.5``, ``1/2``, ``\\frac{1}{2}``) are compared exactly as fractions; anything else goes to ``math-verify``
-  (``parse`` + ``verify``), and if that cannot parse it, the normalised strings are compared.
+  last "the answer is", else the last number in the text (a ``\\frac{a}{b}`` counts as a number). Both sides are
+  lightly normalised (``$``, thousands separators ``1,234``, a trailing ``.``, ``\\text{...}`` units, a trailing
+  unit word). Two plain numbers (``-3``, ``0.5``, ``1/2``, ``\\frac{1}{2}``) are compared exactly as fractions;
+  anything else goes to ``math-verify`` (``parse`` + ``verify``), and if that cannot parse it, the normalised
+  strings are compared.
 - ``exact``: 1.0 if ``completion.strip() == answer.strip()``.
 - ``contains``: 1.0 if ``answer`` (stripped) occurs in ``completion``.
 
@@ -37,7 +38,9 @@ RewardFn = Callable[..., float]
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d+(?:,\d{3}(?!\d))*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|-?\.\d+")
+_NUMBER = re.compile(
+    r"-?\\[dt]?frac\s*\{\s*-?\d+\s*\}\s*\{\s*\d+\s*\}|-?\d+(?:,\d{3}(?!\d))*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|-?\.\d+"
+)
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 _FRAC = re.compile(r"^(-?)\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}$")

