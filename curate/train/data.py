@@ -1,0 +1,403 @@
+"""Pieces both compact trainers share: rows -> token examples, length-grouped batches, padding, the forward pass
+that returns log-probs of trained tokens only, and the run folder (checkpoints, ``metrics.jsonl``, resume).
+
+Label convention (Hugging Face): ``labels[t]`` is the token at position t and -100 means "no loss"; position t's
+loss predicts ``labels[t]`` from the tokens before it, so ``labels[0]`` is never trained.
+
+torch is imported inside the functions that need it: the CLI imports the trainer modules at startup to turn their
+config dataclasses into flags, and ``curate --help`` should not pay a second for torch.
+
+    curate train sft gsm8k --model smollm2-135m --out runs/sft     # uses these helpers
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from curate.errors import CurateError, InputError
+
+if TYPE_CHECKING:
+    import torch
+
+IGNORE = -100
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "curate_train.json"
+
+
+# ---------------------------------------------------------------------------------------------- rows -> examples
+@dataclass
+class Example:
+    """One training sequence: token ids, labels (-100 = no loss) and a loss weight for each of its tokens."""
+
+    input_ids: list[int]
+    labels: list[int]
+    weight: float = 1.0
+    row: int = -1
+    """Row index in the source version (for messages and provenance)."""
+
+    @property
+    def n_target(self) -> int:
+        """Tokens that carry loss (``labels[0]`` never does: nothing precedes it)."""
+        return sum(1 for x in self.labels[1:] if x != IGNORE)
+
+
+def _row_name(ref: str, i: int, row: dict[str, Any]) -> str:
+    return f"{ref}: row {i}" + (f" (id {row['id']!r})" if row.get("id") is not None else "")
+
+
+def row_weight(ref: str, i: int, row: dict[str, Any]) -> float:
+    """The row's ``weight`` (1.0 when the column is absent or null); negative or non-finite weights are errors."""
+    w = row.get("weight")
+    if w is None:
+        return 1.0
+    w = float(w)
+    if not math.isfinite(w) or w < 0:
+        raise InputError(f"{_row_name(ref, i, row)}: field 'weight' must be a finite number >= 0, got {w}")
+    return w
+
+
+def examples_from_rows(
+    rows: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    *,
+    ref: str,
+    max_len: int,
+    vocab_size: int,
+    use_weights: bool = True,
+) -> tuple[list[Example], dict[str, int]]:
+    """Tokenise SFT rows; return the examples that carry loss and counts of what was truncated or dropped.
+
+    A row with ``input_ids`` is used as is (its ``labels`` too; without labels every token trains). Otherwise its
+    ``messages`` go through the chat template and only assistant tokens train (``models.assistant_token_mask``).
+    Sequences are cut to ``max_len`` tokens; a row left with no trained token, or with weight 0, is dropped.
+    ``use_weights=False`` (evaluation) gives every row weight 1.
+
+    >>> from curate.models import tiny_causal_lm
+    >>> _, tok = tiny_causal_lm()
+    >>> rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
+    >>> ex, stats = examples_from_rows(rows, tok, ref="toy", max_len=64, vocab_size=len(tok))
+    >>> ex[0].n_target, stats["dropped_no_target"]
+    (3, 0)
+    """
+    from curate.models import assistant_token_mask
+    from curate.progress import progress
+
+    out: list[Example] = []
+    stats = {"rows": len(rows), "truncated": 0, "dropped_no_target": 0, "dropped_zero_weight": 0}
+    with progress(f"tokenising {ref}", len(rows)) as advance:
+        for i, row in enumerate(rows):
+            if i % 256 == 0:
+                advance(min(256, len(rows) - i))
+            where = _row_name(ref, i, row)
+            if row.get("input_ids") is not None:
+                ids = [int(t) for t in row["input_ids"]]
+                labels = [int(t) for t in row["labels"]] if row.get("labels") is not None else list(ids)
+                if len(labels) != len(ids):
+                    raise InputError(f"{where}: field 'labels' has {len(labels)} tokens, 'input_ids' has {len(ids)}")
+                if any(t != IGNORE and not 0 <= t < vocab_size for t in labels):
+                    raise InputError(f"{where}: field 'labels' holds a token outside the vocab (0..{vocab_size})")
+            elif row.get("messages"):
+                ids, mask = assistant_token_mask(tokenizer, row["messages"])
+                labels = [t if m else IGNORE for t, m in zip(ids, mask, strict=True)]
+            else:
+                raise InputError(f"{where}: needs 'messages' or 'input_ids' to train on")
+            if any(not 0 <= t < vocab_size for t in ids):
+                raise InputError(
+                    f"{where}: field 'input_ids' holds a token outside the vocab (0..{vocab_size}); "
+                    "was it tokenised for another model?"
+                )
+            if len(ids) > max_len:
+                stats["truncated"] += 1
+                ids, labels = ids[:max_len], labels[:max_len]
+            ex = Example(ids, labels, row_weight(ref, i, row) if use_weights else 1.0, i)
+            if ex.n_target == 0 or ex.weight == 0:
+                stats["dropped_no_target" if ex.n_target == 0 else "dropped_zero_weight"] += 1
+                continue
+            out.append(ex)
+    return out, stats
+
+
+# ---------------------------------------------------------------------------------------------- batching
+def plan_epoch(
+    lengths: Sequence[int], rows_per_step: int, *, seed: int, epoch: int, group_by_length: bool = True
+) -> list[list[int]]:
+    """Row indices for every optimizer step of one epoch, a pure function of (seed, epoch).
+
+    With ``group_by_length`` rows are shuffled, sorted by length inside windows of 64 steps, cut into steps, and
+    the steps shuffled again: each step holds rows of similar length (little padding) while the order stays
+    random. A step's rows depend only on ``rows_per_step`` = batch size x accumulation, so 1x8 and 8x1 see the
+    same rows. The last step of an epoch may be short.
+
+    >>> plan_epoch([5, 1, 9, 3], 2, seed=0, epoch=0)
+    [[3, 1], [2, 0]]
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths)).tolist()
+    if not group_by_length:
+        return [order[i : i + rows_per_step] for i in range(0, len(order), rows_per_step)]
+    window = rows_per_step * 64
+    order = [j for w in range(0, len(order), window) for j in sorted(order[w : w + window], key=lambda j: -lengths[j])]
+    steps = [order[i : i + rows_per_step] for i in range(0, len(order), rows_per_step)]
+    return [steps[i] for i in rng.permutation(len(steps))]
+
+
+def micro_batches(rows: Sequence[int], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Split one step's rows into micro-batches of ``batch_size``, longest first, so each pads to a similar length.
+
+    >>> micro_batches([0, 1, 2], [3, 9, 5], 2)
+    [[1, 2], [0]]
+    """
+    ordered = sorted(rows, key=lambda j: -lengths[j])
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def collate(examples: Sequence[Example], pad_id: int, device: Any = "cpu", multiple: int = 1) -> dict[str, Any]:
+    """Right-pad a batch. ``targets[b, t]`` is the label position t predicts (``labels[b, t + 1]``), -100 if none.
+
+    >>> b = collate([Example([5, 6, 7], [-100, 6, 7], 2.0), Example([5, 8], [-100, 8])], pad_id=0)
+    >>> b["targets"].tolist(), b["weights"].tolist()
+    ([[6, 7, -100], [8, -100, -100]], [2.0, 1.0])
+    """
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    width = -(-width // multiple) * multiple
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    targets = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for b, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[b, :n] = torch.tensor(e.input_ids)
+        attn[b, :n] = 1
+        targets[b, : n - 1] = torch.tensor(e.labels[1:])
+    weights = torch.tensor([float(e.weight) for e in examples], dtype=torch.float32)
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": attn.to(device),
+        "targets": targets.to(device),
+        "weights": weights.to(device),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- forward
+def _split_head_ok(model: Any) -> bool:
+    """Whether ``head(body(x))`` reproduces the model's logits (false for soft-capped or rescaled logits)."""
+    import torch
+
+    cached = getattr(model, "_curate_split_head", None)
+    if cached is not None:
+        return cached
+    ok = False
+    was_training = model.training
+    model.eval()
+    try:
+        # fp32 even when called under bf16 autocast: rounding there would fail the comparison for no reason
+        with torch.no_grad(), torch.autocast(model.device.type, enabled=False):
+            x = torch.arange(1, 5, device=model.device).unsqueeze(0) % model.config.vocab_size
+            full = model(input_ids=x, use_cache=False).logits
+            body = model.base_model(input_ids=x, use_cache=False).last_hidden_state
+            ok = body is not None and torch.allclose(model.get_output_embeddings()(body), full, atol=1e-4, rtol=1e-3)
+    except Exception:  # an architecture without the usual body/head split: use the full forward
+        ok = False
+    finally:
+        model.train(was_training)
+    model._curate_split_head = ok
+    return ok
+
+
+def target_logprobs(model: Any, batch: dict[str, Any], temperature: float = 1.0) -> torch.Tensor:
+    """Log-prob of every target token (``targets != -100``), flattened row by row, as a float32 vector.
+
+    The LM head runs only on target positions: on a small model it is the largest matmul, and prompt and pad
+    positions (often half the tokens) need none of it. Models whose logits are not ``head(hidden)`` fall back to
+    the full forward.
+    """
+    import torch.nn.functional as F
+
+    select = batch["targets"] != IGNORE
+    if _split_head_ok(model):
+        hidden = model.base_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[select])
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[
+            select
+        ]
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return -F.cross_entropy(logits, batch["targets"][select], reduction="none")
+
+
+def token_weights(batch: dict[str, Any]) -> torch.Tensor:
+    """Each target token's row weight, in the order of ``target_logprobs``."""
+    select = batch["targets"] != IGNORE
+    return batch["weights"].unsqueeze(1).expand_as(select)[select]
+
+
+def autocast(device: str, precision: str):
+    """bf16 autocast on CUDA (weights stay fp32), nothing on CPU: emulated bf16 is ~300x slower there."""
+    import contextlib
+
+    import torch
+
+    if precision == "bf16" or (precision == "auto" and device.startswith("cuda")):
+        return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+@dataclass
+class TrainResult:
+    """What a training run left behind: the folder (final model loads with ``from_pretrained(out)``) and metrics."""
+
+    out: Path
+    steps: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    """The last resumable checkpoint folder, if any was saved."""
+
+    def __str__(self) -> str:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.metrics.items())
+        return f"{self.out} after {self.steps} steps ({shown})"
+
+
+def prepare_out(out: Path, resume: bool) -> Path | None:
+    """Create the run folder; return the checkpoint to resume from. A finished or started run is never clobbered."""
+    out.mkdir(parents=True, exist_ok=True)
+    last = latest_checkpoint(out)
+    if not resume and (last is not None or (out / "metrics.jsonl").exists()):
+        raise CurateError(f"--out {out}: already holds a run; pass --resume to continue it or choose another --out")
+    return last if resume else None
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = [p for p in out.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).exists()]
+    return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    return {
+        k: (v if isinstance(v, str | int | float | bool | list | dict | type(None)) else repr(v))
+        for k, v in asdict(config).items()
+    }
+
+
+def run_info(config: Any, version: Any, model_identity: str, **extra: Any) -> dict[str, Any]:
+    """The provenance written next to every checkpoint as ``curate_train.json``."""
+    from curate.store import environment
+
+    return {
+        "config": config_dict(config),
+        "dataset": {"ref": version.ref, "name": version.name, "id": version.id},
+        "model_identity": model_identity,
+        "environment": environment(),
+        **extra,
+    }
+
+
+def save_model(path: Path, model: Any, tokenizer: Any, info: dict[str, Any], state: dict[str, Any] | None) -> Path:
+    """Write a Hugging Face folder (safetensors + tokenizer + ``curate_train.json``), atomically when ``state`` is
+    given (a resumable checkpoint: optimizer, step, RNG in ``trainer_state.pt``)."""
+    import torch
+
+    target = path
+    if state is not None:
+        path = path.with_name(f".{path.name}.tmp")
+        shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / CONFIG_FILE).write_text(json.dumps(info, indent=1, default=str))
+    if state is not None:
+        torch.save(state, path / STATE_FILE)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(path, target)
+    return target
+
+
+def load_state(checkpoint: Path) -> dict[str, Any]:
+    import torch
+
+    # Our own file, written by save_model: it holds RNG states and numpy arrays, which weights_only rejects.
+    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def check_resume(checkpoint: Path, info: dict[str, Any], keys: Sequence[str]) -> None:
+    """Refuse to resume a checkpoint trained on other data or with settings that change what a step means."""
+    saved = json.loads((checkpoint / CONFIG_FILE).read_text())
+    if saved["dataset"]["id"] != info["dataset"]["id"]:
+        raise CurateError(
+            f"--resume: {checkpoint} was trained on {saved['dataset']['ref']} "
+            f"(id {saved['dataset']['id']}), not {info['dataset']['ref']} (id {info['dataset']['id']})"
+        )
+    for k in keys:
+        if saved["config"].get(k) != info["config"].get(k):
+            raise CurateError(
+                f"--resume: {checkpoint} used --{k.replace('_', '-')} {saved['config'].get(k)!r}, "
+                f"this run {info['config'].get(k)!r}; they must match"
+            )
+
+
+def rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; on resume, records after the checkpoint's step (a lost tail) are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in kept))
+        elif resume_step is None:
+            path.write_text("")
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All records of a run's ``metrics.jsonl``, in order.
+
+    >>> [r["loss"] for r in read_metrics("runs/sft") if "loss" in r][:3]   # doctest: +SKIP
+    """
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln] if path.exists() else []
