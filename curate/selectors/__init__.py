@@ -11,10 +11,19 @@ from typing import Any
 
 from curate.errors import CurateError
 from curate.selectors.base import Selection, Selector
+from curate.selectors.difficulty import DifficultySelector
+from curate.selectors.fisher import FisherSelector
 from curate.selectors.random import RandomSelector
+from curate.selectors.token_clean import TokenCleanSelector
+from curate.selectors.variance import VarianceSelector
 
+# The only place a method name maps to a class: the CLI, the Python API and the YAML pipelines all read it.
 SELECTORS: dict[str, type[Selector]] = {
     "random": RandomSelector,
+    "fisher": FisherSelector,
+    "variance": VarianceSelector,
+    "difficulty": DifficultySelector,
+    "token-clean": TokenCleanSelector,
 }
 
 
@@ -49,7 +58,10 @@ def run_selector(ref, *, method: str, name: str | None = None, store=None, **par
     selector.check_input(version)
     name = name or f"{version.name}-{method}"
     op = {"name": "select", "method": method, "params": selector.get_params(), **selector.identity()}
-    if (hit := s.lookup(name, [version], op)) is not None:
+    # A selector that builds on other versions (e.g. a warm-up set that trains a reference model) names them in
+    # ``extra_parents()``: they join the lineage and the recipe id.
+    parents = [version, *(s.load(p) for p in selector.extra_parents())]
+    if (hit := s.lookup(name, parents, op)) is not None:
         return hit
     t0 = time.perf_counter()
     selector.fit(version)
@@ -60,10 +72,11 @@ def run_selector(ref, *, method: str, name: str | None = None, store=None, **par
     return s.commit(
         out,
         name=name,
-        parents=[version],
+        parents=parents,
         op=op,
         decisions=selector.decisions(table, selection),
         stats=selector.stats(selection),
+        extra=getattr(selector, "manifest_extra_", None),  # e.g. the tokenizer and chat template of labels
         timings={"fit_s": round(t1 - t0, 4), "select_s": round(time.perf_counter() - t1, 4)},
     )
 

@@ -115,6 +115,10 @@ class Selector(ABC):
         """What else determines the result (model identities): part of the version id."""
         return {}
 
+    def extra_parents(self) -> list[str]:
+        """Refs of other versions the result depends on (besides the input): lineage and recipe id."""
+        return []
+
     def check_input(self, version: Version) -> None:
         missing = [c for c in self.requires if c not in version.columns]
         if missing:

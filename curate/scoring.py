@@ -1,0 +1,537 @@
+"""Batched forward passes over rows, cached per row and resumable: last-layer token features, token counts.
+
+``cached_map`` is the engine: it reads what a ``RowCache`` already holds, runs a per-batch function over the
+rest in length-sorted batches (few pad tokens), and publishes a cache shard every ``shard_rows`` rows or 30 s,
+so a killed run resumes where it stopped and a second run over the same rows does no forward pass at all.
+Values are float32 arrays of any shape (features: tokens x d; per-token losses: tokens).
+
+``extract_features`` uses it for FisherSFT: one forward pass (no backward) of a causal LM over each example's
+chat-templated ``messages``, keeping the LM head's input (the last hidden state, after the final norm) at the
+positions SFT trains on.
+
+    >>> feats = extract_features("sample-sft", model="smollm2-135m")   # doctest: +SKIP
+    >>> feats[0].shape                                                  # doctest: +SKIP
+    (212, 576)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.cache import RowCache, content_key, settings_key
+from curate.errors import CurateError, InputError
+from curate.store import Store, Version, canonical_json
+
+__all__ = [
+    "cached_map",
+    "check_same_tokenizer",
+    "extract_features",
+    "projection_matrix",
+    "response_token_counts",
+    "token_losses",
+]
+
+# Bump when the meaning or layout of cached features changes, so old caches are not read as new.
+FEATURES_FORMAT = 1
+_ARRAY_SCHEMA = pa.schema([("key", pa.string()), ("shape", pa.list_(pa.int64())), ("values", pa.list_(pa.float32()))])
+_FLUSH_SECONDS = 30.0
+# Padded tokens per forward batch when the caller does not say. On CPU, SmolLM2-135M peaks at 512-1024 (734
+# tok/s here vs 638 one row at a time) and drops at 2048+ (445 tok/s: activations fall out of cache); a GPU
+# wants large batches.
+CPU_BATCH_TOKENS = 1024
+GPU_BATCH_TOKENS = 4096
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+def _load_arrays(cache: RowCache, keys: set[str]) -> dict[str, np.ndarray]:
+    # Not RowCache.load: a list of Python floats per row is ~50x slower than one flat numpy view per shard.
+    out: dict[str, np.ndarray] = {}
+    if not keys or not cache.dir.exists():
+        return out
+    for shard in sorted(cache.dir.glob("shard-*.parquet")):
+        table = pq.read_table(shard)
+        names = table.column("key").to_pylist()
+        take = [r for r, k in enumerate(names) if k in keys]
+        if not take:
+            continue
+        sub = table.take(take)
+        values = sub.column("values").combine_chunks()
+        flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        ends = np.cumsum(pc.list_value_length(values).to_numpy(zero_copy_only=False))
+        starts = ends - pc.list_value_length(values).to_numpy(zero_copy_only=False)
+        for key, shape, a, b in zip(
+            sub.column("key").to_pylist(), sub.column("shape").to_pylist(), starts, ends, strict=True
+        ):
+            out[key] = flat[a:b].reshape(shape)
+    return out
+
+
+def cached_map(
+    rows: Sequence[Any],
+    keys: Sequence[str],
+    fn_batch: Callable[[list[Any]], Sequence[np.ndarray]],
+    cache: RowCache | None,
+    *,
+    prepare: Callable[[Any], Any] | None = None,
+    length: Callable[[Any], int] = len,
+    batch_tokens: int = 4096,
+    shard_rows: int = 256,
+    stats: dict[str, int] | None = None,
+    desc: str = "scoring",
+) -> list[np.ndarray]:
+    """``fn_batch`` over ``rows`` (one float32 array per row, in row order), reading and filling ``cache``.
+
+    Rows with equal ``keys`` are computed once. Rows not in the cache go through ``prepare`` (e.g. tokenise),
+    are sorted by ``length`` (longest first, then row order) and packed so that ``len(batch) * longest``
+    stays within ``batch_tokens``; a longer row runs alone. A shard is published every ``shard_rows`` rows,
+    every 30 s and when the run stops, even by an exception. ``stats`` gets ``computed`` and ``cached`` counts.
+
+    >>> out = cached_map([[1.0, 2.0], [3.0]], ["a", "b"], lambda b: [np.asarray(x) * 2 for x in b], None)
+    >>> [o.tolist() for o in out]
+    [[2.0, 4.0], [6.0]]
+    """
+    from curate.progress import progress
+
+    if len(keys) != len(rows):
+        raise CurateError(f"cached_map: {len(rows)} rows but {len(keys)} keys")
+    if batch_tokens < 1:
+        raise CurateError(f"--batch-tokens must be >= 1, got {batch_tokens!r}")
+    stats = stats if stats is not None else {}
+    stats.setdefault("computed", 0)
+    stats.setdefault("cached", 0)
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    done = _load_arrays(cache, set(first)) if cache is not None else {}
+    missing = [k for k in first if k not in done]
+    stats["cached"] += len(first) - len(missing)
+
+    if missing:
+        items = [prepare(rows[first[k]]) if prepare is not None else rows[first[k]] for k in missing]
+        lens = [int(length(it)) for it in items]
+        order = sorted(range(len(items)), key=lambda j: (-lens[j], j))
+        batches: list[list[int]] = []
+        for j in order:
+            # Sorted longest first, so a batch's first row sets its padded width.
+            if batches and (len(batches[-1]) + 1) * lens[batches[-1][0]] <= batch_tokens:
+                batches[-1].append(j)
+            else:
+                batches.append([j])
+        pending: list[dict[str, Any]] = []
+        last_flush = time.monotonic()
+
+        def flush() -> None:
+            nonlocal last_flush
+            if cache is not None and pending:
+                cache.write(pending, schema=_ARRAY_SCHEMA)
+            pending.clear()
+            last_flush = time.monotonic()
+
+        try:
+            with progress(desc, len(missing)) as advance:
+                for batch in batches:
+                    outs = fn_batch([items[j] for j in batch])
+                    if len(outs) != len(batch):
+                        raise CurateError(f"{desc}: batch function returned {len(outs)} results for {len(batch)}")
+                    for j, out in zip(batch, outs, strict=True):
+                        arr = np.ascontiguousarray(out, dtype=np.float32)
+                        done[missing[j]] = arr
+                        pending.append({"key": missing[j], "shape": list(arr.shape), "values": arr.ravel()})
+                    stats["computed"] += len(batch)
+                    advance(len(batch))
+                    if len(pending) >= shard_rows or time.monotonic() - last_flush > _FLUSH_SECONDS:
+                        flush()
+        finally:
+            # Publish whatever finished, also when interrupted: the next run starts from there.
+            flush()
+    return [done[k] for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def _conversations(version_or_rows: Any, store: Any) -> tuple[list[list[dict]], list[str], str, Store | None]:
+    """(messages per row, row ids for messages, source label, store for the cache)."""
+    from curate.api import get_store
+
+    if isinstance(version_or_rows, str):
+        version_or_rows = get_store(store).load(version_or_rows)
+    if isinstance(version_or_rows, Version):
+        v = version_or_rows
+        if "messages" not in v.columns:
+            raise InputError(f"{v.ref}: needs a 'messages' column (the version has {', '.join(v.columns)})")
+        table = v.to_arrow(columns=["messages", *(["id"] if "id" in v.columns else [])])
+        msgs = table.column("messages").to_pylist()
+        ids = table.column("id").to_pylist() if "id" in table.column_names else [str(i) for i in range(len(msgs))]
+        return msgs, [str(i) for i in ids], v.ref, v.store if store is None else get_store(store)
+    rows = list(version_or_rows)
+    msgs, ids = [], []
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or "messages" not in r:
+            raise InputError(f"rows: row {i}: expected a dict with a 'messages' field")
+        msgs.append(r["messages"])
+        ids.append(str(r.get("id", i)))
+    return msgs, ids, "rows", get_store(store) if store is not None else None
+
+
+def _check_messages(msgs: Any, src: str, i: int, row_id: str) -> list[dict]:
+    if not isinstance(msgs, list) or not msgs:
+        raise InputError(f"{src}: row {i} (id {row_id}): field 'messages' is empty or not a list")
+    for m in msgs:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise InputError(f"{src}: row {i} (id {row_id}): field 'messages' needs {{role, content}} strings")
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+def _trained_mask(tokenizer: Any, msgs: list[dict], src: str, i: int, row_id: str) -> tuple[list[int], np.ndarray]:
+    from curate.models import assistant_token_mask
+
+    try:
+        ids, mask = assistant_token_mask(tokenizer, msgs)
+    except CurateError as err:
+        raise InputError(f"{src}: row {i} (id {row_id}): field 'messages': {err}") from err
+    return ids, np.asarray(mask, dtype=bool)
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
+    from curate.models import chat_template_hash
+
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    blob = canonical_json({"cls": type(tokenizer).__name__, "vocab": vocab, "template": chat_template_hash(tokenizer)})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _max_length(tokenizer: Any) -> int | None:
+    n = getattr(tokenizer, "model_max_length", None)
+    # transformers reports "no limit" as a huge sentinel (1e30).
+    return int(n) if isinstance(n, int) and 0 < n < 1_000_000 else None
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def projection_matrix(d: int, dim: int, seed: int = 0) -> np.ndarray:
+    """The fixed random projection for (seed, d, dim): Gaussian entries / sqrt(dim), float32, shape (d, dim).
+
+    >>> projection_matrix(4, 2, seed=0).shape
+    (4, 2)
+    """
+    rng = np.random.default_rng([int(seed), int(d), int(dim)])
+    return (rng.standard_normal((d, dim)) / np.sqrt(dim)).astype(np.float32)
+
+
+def _lm_head_input(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """The LM head's input at every position: (batch, time, d)."""
+    # The base model's last_hidden_state is what the head multiplies (Llama, Qwen, Mistral, GPT-2 apply the
+    # final norm inside the base model); calling it skips the vocab-sized head, a fifth of SmolLM2's FLOPs.
+    # tests/test_scoring.py checks it against a forward hook on the head itself.
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if base is not None and base is not model:
+        return base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
+    return out.hidden_states[-1]  # transformers ties hidden_states[-1] to the normed last state
+
+
+def extract_features(
+    version_or_rows: Version | str | Sequence[dict],
+    *,
+    model: str = "smollm2-135m",
+    dim: int | None = None,
+    max_tokens_per_example: int | None = None,
+    seed: int = 0,
+    batch_tokens: int | None = None,
+    store: Store | str | None = None,
+    stats: dict[str, int] | None = None,
+    shard_rows: int = 256,
+) -> list[np.ndarray]:
+    """Last-layer features of the trained tokens: one (M_i x d') float32 array per row, in row order.
+
+    Row i's array holds the LM head's input at each position t whose next token t+1 is trained (mask 1 in
+    ``models.assistant_token_mask``): that hidden state is the one whose prediction SFT's loss scores.
+    Rows with no trained token give a (0 x d') array. ``dim`` projects to ``dim`` columns with
+    ``projection_matrix(d, dim, seed)``; ``max_tokens_per_example`` keeps that many positions, sampled
+    uniformly per row with a seed derived from ``seed`` and the row's content (independent of batching).
+    Conversations longer than the tokenizer's ``model_max_length`` are cut there. ``batch_tokens`` bounds the
+    padded tokens per forward pass (default 1024 on CPU, 4096 on GPU); it never changes the values.
+
+    Results are cached in the store (the version's, or ``store``; plain rows without ``store`` are not
+    cached) per model identity, tokenizer and settings, keyed by a hash of each row's messages.
+    ``stats`` receives ``computed`` (rows run through the model) and ``cached`` (rows read back).
+
+    >>> feats = extract_features("sample-sft", dim=64, max_tokens_per_example=32)   # doctest: +SKIP
+    >>> feats[0].shape                                                               # doctest: +SKIP
+    (32, 64)
+    """
+    import torch
+
+    from curate.models import default_device, load_causal_lm, load_tokenizer, resolve
+
+    if dim is not None and (not isinstance(dim, int | np.integer) or dim < 1):
+        raise CurateError(f"--dim must be a positive integer, got {dim!r}")
+    if max_tokens_per_example is not None and (
+        not isinstance(max_tokens_per_example, int | np.integer) or max_tokens_per_example < 1
+    ):
+        raise CurateError(f"--max-tokens-per-example must be a positive integer, got {max_tokens_per_example!r}")
+    msgs, row_ids, src, cache_store = _conversations(version_or_rows, store)
+    convs = [_check_messages(m, src, i, rid) for i, (m, rid) in enumerate(zip(msgs, row_ids, strict=True))]
+    keys = [content_key(c) for c in convs]
+
+    resolved = resolve(model)
+    tokenizer = load_tokenizer(model)
+    device = default_device()
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    limit = _max_length(tokenizer)
+    sampled = dim is not None or max_tokens_per_example is not None
+    settings = {
+        "what": "lm-head-input at positions whose next token is trained",
+        "format": FEATURES_FORMAT,
+        "model": resolved.identity,
+        "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "max_length": limit,
+        "dtype": str(dtype),
+        "dim": dim,
+        "max_tokens_per_example": max_tokens_per_example,
+        "seed": int(seed) if sampled else None,  # the seed only matters when it samples something
+    }
+    cache = RowCache(cache_store, "features", settings_key(settings), settings) if cache_store is not None else None
+    state: dict[str, Any] = {}
+
+    def prepare(row: tuple[int, str]) -> tuple[list[int], np.ndarray]:
+        i, key = row
+        ids, mask = _trained_mask(tokenizer, convs[i], src, i, row_ids[i])
+        if limit is not None:
+            ids, mask = ids[:limit], mask[:limit]
+        positions = np.nonzero(mask[1:])[0]  # hidden state t predicts token t+1
+        if max_tokens_per_example is not None and len(positions) > max_tokens_per_example:
+            rng = np.random.default_rng([int(seed), int(key, 16)])
+            positions = np.sort(rng.choice(positions, max_tokens_per_example, replace=False))
+        if len(positions) == 0:
+            return [], positions
+        return ids[: int(positions[-1]) + 1], positions  # later tokens cannot change earlier states
+
+    def run(batch: list[tuple[list[int], np.ndarray]]) -> list[np.ndarray]:
+        if "model" not in state:
+            lm, _ = load_causal_lm(model, device=device, dtype=dtype)
+            state["model"] = lm
+            d = int(lm.config.hidden_size)
+            state["proj"] = projection_matrix(d, dim, seed) if dim is not None else None
+            state["width"] = dim if dim is not None else d
+        lm, proj = state["model"], state["proj"]
+        outs = [np.zeros((0, state["width"]), np.float32) for _ in batch]
+        live = [b for b, (ids, _) in enumerate(batch) if len(ids)]
+        if not live:
+            return outs
+        width = max(len(batch[b][0]) for b in live)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(live), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(live), width), dtype=torch.long)
+        for r, b in enumerate(live):  # right padding: real tokens keep positions 0..n-1
+            ids = batch[b][0]
+            input_ids[r, : len(ids)] = torch.as_tensor(ids)
+            attention[r, : len(ids)] = 1
+        with torch.inference_mode():
+            hidden = _lm_head_input(lm, input_ids.to(device), attention.to(device))
+            for r, b in enumerate(live):
+                x = hidden[r, torch.as_tensor(batch[b][1], device=hidden.device)].float().cpu().numpy()
+                outs[b] = x @ proj if proj is not None else x
+        return outs
+
+    return cached_map(
+        list(enumerate(keys)),
+        keys,
+        run,
+        cache,
+        prepare=prepare,
+        length=lambda item: len(item[0]),
+        batch_tokens=batch_tokens or (GPU_BATCH_TOKENS if device.startswith("cuda") else CPU_BATCH_TOKENS),
+        shard_rows=shard_rows,
+        stats=stats,
+        desc="features",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- token counts
+
+
+def response_token_counts(
+    version_or_rows: Version | str | Sequence[dict], model: str = "smollm2-135m", *, store: Store | str | None = None
+) -> np.ndarray:
+    """Number of trained tokens (SFT label positions) per row, int64; cached per tokenizer like the features.
+
+    >>> response_token_counts("sample-sft")[:3]   # doctest: +SKIP
+    array([ 41, 187,  12])
+    """
+    from curate.models import load_tokenizer
+
+    msgs, row_ids, src, cache_store = _conversations(version_or_rows, store)
+    convs = [_check_messages(m, src, i, rid) for i, (m, rid) in enumerate(zip(msgs, row_ids, strict=True))]
+    keys = [content_key(c) for c in convs]
+    tokenizer = load_tokenizer(model)
+    limit = _max_length(tokenizer)
+    settings = {"what": "trained-token counts", "tokenizer": _tokenizer_fingerprint(tokenizer), "max_length": limit}
+    cache = RowCache(cache_store, "token-counts", settings_key(settings), settings) if cache_store else None
+    known = {k: int(r["count"]) for k, r in (cache.load(set(keys)) if cache else {}).items()}
+    new: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k in known or k in new:
+            continue
+        _, mask = _trained_mask(tokenizer, convs[i], src, i, row_ids[i])
+        new[k] = int(mask[1:limit].sum()) if limit is not None else int(mask[1:].sum())
+    if cache is not None and new:
+        cache.write(
+            [{"key": k, "count": c} for k, c in new.items()],
+            schema=pa.schema([("key", pa.string()), ("count", pa.int64())]),
+        )
+    known.update(new)
+    return np.array([known[k] for k in keys], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------- token losses
+
+# Bump when the meaning or layout of cached token losses changes, so old caches are not read as new.
+TOKEN_LOSSES_FORMAT = 1
+# Float32 logits per LM-head chunk (64 MB, ~340 positions of a 49k vocab): the whole batch at once would be GBs.
+_LOGIT_CHUNK_ELEMS = 1 << 24
+
+
+def check_same_tokenizer(model_a: str, model_b: str) -> str:
+    """The tokenizer fingerprint (class, vocab, chat template) two models share; CurateError if they differ.
+
+    >>> check_same_tokenizer("smollm2-135m", "smollm2-135m") == check_same_tokenizer("smollm2-135m", "smollm2-135m")
+    True
+    """
+    from curate.models import load_tokenizer
+
+    fa, fb = (_tokenizer_fingerprint(load_tokenizer(m)) for m in (model_a, model_b))
+    if fa != fb:
+        raise CurateError(
+            f"models {model_a!r} and {model_b!r} have different tokenizers or chat templates "
+            f"(fingerprints {fa} and {fb}): a per-token loss difference needs both to score the same tokens"
+        )
+    return fa
+
+
+def _next_token_nll(lm: Any, input_ids: Any, attention: Any, lengths: Sequence[int]) -> list[np.ndarray]:
+    """-log p(token t+1 | tokens <= t) for t = 0..n-2 of each right-padded row (natural log, float32)."""
+    import torch
+    import torch.nn.functional as F
+
+    from curate.train.data import _split_head_ok
+
+    b_idx = torch.cat([torch.full((max(n - 1, 0),), b, dtype=torch.long) for b, n in enumerate(lengths)])
+    t_idx = torch.cat([torch.arange(max(n - 1, 0)) for n in lengths])
+    b_idx, t_idx = b_idx.to(input_ids.device), t_idx.to(input_ids.device)
+    targets = input_ids[b_idx, t_idx + 1]
+    if _split_head_ok(lm):
+        # The head only runs where a target exists, chunk by chunk; only the target's log-prob leaves a chunk.
+        hidden = _lm_head_input(lm, input_ids, attention)[b_idx, t_idx]
+        head = lm.get_output_embeddings()
+        vocab = int(head.weight.shape[0])
+
+        def logits(a: int, b: int) -> Any:
+            return head(hidden[a:b])
+    else:  # soft-capped or rescaled logits: the model's own full forward
+        full = lm(input_ids=input_ids, attention_mask=attention, use_cache=False).logits[b_idx, t_idx]
+        vocab = int(full.shape[-1])
+
+        def logits(a: int, b: int) -> Any:
+            return full[a:b]
+
+    step = max(1, _LOGIT_CHUNK_ELEMS // vocab)
+    n = int(targets.shape[0])
+    nll = [
+        F.cross_entropy(logits(a, a + step).float(), targets[a : a + step], reduction="none")
+        for a in range(0, n, step)
+    ]
+    flat = torch.cat(nll).cpu().numpy() if nll else np.zeros(0, np.float32)
+    return np.split(flat, np.cumsum([max(k - 1, 0) for k in lengths])[:-1])
+
+
+def token_losses(
+    version_or_rows: Version | str | Sequence[dict],
+    *,
+    model: str,
+    store: Store | str | None = None,
+    batch_tokens: int = 4096,
+    stats: dict[str, int] | None = None,
+    shard_rows: int = 256,
+    keep_loaded: bool = True,
+) -> list[np.ndarray]:
+    """Per-token losses of each row's chat-templated ``messages`` under ``model``: one float32 array per row.
+
+    Row i's array has one entry per token of the ids ``models.assistant_token_mask`` gives (prompt and response,
+    cut to the tokenizer's ``model_max_length``); index j holds -log p(token j | tokens < j) (natural log), and
+    index 0, which nothing precedes, holds 0.0, as in the Token Cleaning code's realignment ``[0] + loss[:-1]``.
+    One forward pass per row and no backward, in length-sorted batches of ``batch_tokens``; the LM head runs in
+    chunks and keeps only the target token's log-prob, so memory stays far below tokens x vocab. Arrays are
+    stored ragged and cached like ``extract_features`` (per model identity, tokenizer, row content), so a second
+    run, or the finished rows of a killed one, cost no forward pass; ``stats`` gets ``computed`` and ``cached``.
+    ``keep_loaded=False`` frees the model afterwards instead of keeping it in the process-wide model cache.
+
+    >>> losses = token_losses("sample-sft", model="smollm2-135m")   # doctest: +SKIP
+    >>> losses[0].shape, float(losses[0][0])                         # doctest: +SKIP
+    ((69,), 0.0)
+    """
+    import torch
+
+    from curate.models import default_device, load_causal_lm, load_tokenizer, resolve
+
+    msgs, row_ids, src, cache_store = _conversations(version_or_rows, store)
+    convs = [_check_messages(m, src, i, rid) for i, (m, rid) in enumerate(zip(msgs, row_ids, strict=True))]
+    keys = [content_key(c) for c in convs]
+    tokenizer = load_tokenizer(model)
+    device = default_device()
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    limit = _max_length(tokenizer)
+    settings = {
+        "what": "next-token loss of every token, index j = -log p(token j | tokens < j), index 0 = 0",
+        "format": TOKEN_LOSSES_FORMAT,
+        "model": resolve(model).identity,
+        "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "max_length": limit,
+        "dtype": str(dtype),
+    }
+    cache = RowCache(cache_store, "token-losses", settings_key(settings), settings) if cache_store else None
+    state: dict[str, Any] = {}
+
+    def prepare(row: tuple[int, str]) -> list[int]:
+        i, _ = row
+        ids, _ = _trained_mask(tokenizer, convs[i], src, i, row_ids[i])
+        return ids[:limit] if limit is not None else ids
+
+    def run(batch: list[list[int]]) -> list[np.ndarray]:
+        if "model" not in state:
+            state["model"] = load_causal_lm(model, device=device, dtype=dtype, cache=keep_loaded)[0]
+        width = max(len(ids) for ids in batch)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, ids in enumerate(batch):  # right padding: a row's losses never see the pad tokens after it
+            input_ids[r, : len(ids)] = torch.as_tensor(ids)
+            attention[r, : len(ids)] = 1
+        with torch.inference_mode():
+            nll = _next_token_nll(state["model"], input_ids.to(device), attention.to(device), [len(b) for b in batch])
+        return [np.concatenate([np.zeros(min(len(ids), 1), np.float32), x]) for ids, x in zip(batch, nll, strict=True)]
+
+    return cached_map(
+        list(enumerate(keys)),
+        keys,
+        run,
+        cache,
+        prepare=prepare,
+        length=len,
+        batch_tokens=batch_tokens,
+        shard_rows=shard_rows,
+        stats=stats,
+        desc=f"token losses ({model})",
+    )
