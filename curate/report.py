@@ -60,7 +60,7 @@ def _hist(title: str, series: dict[str, np.ndarray], xlabel: str, bins: int | np
     allv = np.concatenate(finite) if finite else np.zeros(0)
     if isinstance(bins, int) and allv.size and allv.min() != allv.max():
         bins = np.linspace(allv.min(), allv.max(), bins + 1)
-    for (label, values), v in zip(series.items(), finite, strict=True):
+    for label, v in zip(series, finite, strict=True):
         if v.size:
             ax.hist(v, bins=bins, alpha=0.6, label=f"{label} ({v.size})")
     ax.set_title(title)
@@ -75,7 +75,9 @@ def _bars(title: str, counts: dict[str, int], xlabel: str) -> str:
     fig, ax = _figure()
     keys = list(counts)
     ax.bar(range(len(keys)), [counts[k] for k in keys], color="#4c72b0")
-    ax.set_xticks(range(len(keys)), keys, rotation=30 if len(keys) > 4 else 0, ha="right" if len(keys) > 4 else "center")
+    ax.set_xticks(
+        range(len(keys)), keys, rotation=30 if len(keys) > 4 else 0, ha="right" if len(keys) > 4 else "center"
+    )
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("rows")
@@ -109,19 +111,34 @@ def plots_for(version: Version) -> list[tuple[str, str]]:
         score = np.asarray([np.nan if s is None else s for s in d["score"]], dtype=np.float64)
         kept = np.asarray(d["kept"], dtype=bool)
         if np.isfinite(score).any():
-            plots.append(("Score distribution, kept vs dropped",
-                          _hist("score: kept vs dropped", {"kept": score[kept], "dropped": score[~kept]}, "score")))
+            plots.append(
+                (
+                    "Score distribution, kept vs dropped",
+                    _hist("score: kept vs dropped", {"kept": score[kept], "dropped": score[~kept]}, "score"),
+                )
+            )
         reasons = _counts([r if r else "kept" for r in d["reason"]])
         plots.append(("Decisions: kept and drop reasons", _bars("decisions", reasons, "reason")))
     if "fisher_gain" in cols and "fisher_rank" in cols:
-        plots.append(("FisherSFT gain of each pick (greedy order)",
-                      _line("gain vs pick rank", np.asarray(table.column("fisher_rank").to_pylist()),
-                            np.asarray(table.column("fisher_gain").to_pylist(), dtype=float), "rank", "gain")))
+        plots.append(
+            (
+                "FisherSFT gain of each pick (greedy order)",
+                _line(
+                    "gain vs pick rank",
+                    np.asarray(table.column("fisher_rank").to_pylist()),
+                    np.asarray(table.column("fisher_gain").to_pylist(), dtype=float),
+                    "rank",
+                    "gain",
+                ),
+            )
+        )
     if "pass_rate" in cols:
         pr = np.asarray(table.column("pass_rate").to_pylist(), dtype=float)
         plots.append(("Pass-rate histogram", _hist("pass rate", {"rows": pr}, "pass rate", np.linspace(0, 1, 11))))
     if "stage" in cols:
-        plots.append(("Curriculum stages", _bars("rows per stage", _counts(table.column("stage").to_pylist()), "stage")))
+        plots.append(
+            ("Curriculum stages", _bars("rows per stage", _counts(table.column("stage").to_pylist()), "stage"))
+        )
     if "reward" in cols:
         r = np.asarray(table.column("reward").to_pylist(), dtype=float)
         plots.append(("Reward histogram", _hist("reward", {"completions": r}, "reward")))
@@ -130,8 +147,12 @@ def plots_for(version: Version) -> list[tuple[str, str]]:
         plots.append(("Advantage over the kept subset", _hist("advantage", {"completions": a}, "advantage")))
     if "labels" in cols:
         share = _kept_token_share(table)
-        plots.append(("Kept-token share per row (token cleaning)",
-                      _hist("kept response tokens / response tokens", {"rows": share}, "share", np.linspace(0, 1, 21))))
+        plots.append(
+            (
+                "Kept-token share per row (token cleaning)",
+                _hist("kept response tokens / response tokens", {"rows": share}, "share", np.linspace(0, 1, 21)),
+            )
+        )
     for col in ("task", "difficulty", "level"):
         if col in cols:
             plots.append((f"Rows per {col}", _bars(f"rows per {col}", _counts(table.column(col).to_pylist()), col)))
@@ -162,23 +183,29 @@ def render(version: Version, *, store: Store | None = None, sample_rows: int = 8
     while node:
         chain.append(node)
         node = node["parents"][0] if node["parents"] else None
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>curate report: {html.escape(version.ref)}"
-             f"</title><style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(version.ref)}</h1>",
-             f"<p>id <code>{version.id}</code>, {len(version)} rows, created {version.manifest.get('created', '')}</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>curate report: {html.escape(version.ref)}"
+        f"</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(version.ref)}</h1>",
+        f"<p>id <code>{version.id}</code>, {len(version)} rows, created {version.manifest.get('created', '')}</p>",
+    ]
     stats = version.manifest.get("stats") or {}
     if stats:
         parts.append(f"<h2>Stats</h2><pre>{html.escape(json.dumps(stats, indent=1, default=str)[:4000])}</pre>")
     parts.append("<h2>Plots</h2><div class='plots'>")
     for caption, png in plots_for(version):
-        parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{png}'>"
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append(
+            f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{png}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     parts.append("</div><h2>Lineage</h2><table><tr><th>version</th><th>rows</th><th>op</th><th>parameters</th></tr>")
     for n in chain:
         op = dict(n["op"])
         name = op.pop("name", "")
-        parts.append(f"<tr><td>{html.escape(n['ref'])}</td><td>{n['rows']}</td><td>{html.escape(str(name))}</td>"
-                     f"<td class='cell'>{_cell(op)}</td></tr>")
+        parts.append(
+            f"<tr><td>{html.escape(n['ref'])}</td><td>{n['rows']}</td><td>{html.escape(str(name))}</td>"
+            f"<td class='cell'>{_cell(op)}</td></tr>"
+        )
     parts.append("</table><h2>Rows</h2>")
     rows = version.to_arrow().slice(0, sample_rows).to_pylist()
     if rows:

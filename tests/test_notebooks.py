@@ -24,7 +24,9 @@ def execute(name: str, tmp_path: Path, **env: str) -> nbformat.NotebookNode:
     os.environ.update({"CURATE_NOTEBOOK_DIR": str(tmp_path), **env})
     try:
         # The kernel inherits this process's environment, so it sees the settings above.
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -40,8 +42,13 @@ def test_build_sft_dataset_notebook_runs_on_the_embedded_model(tmp_path):
 
 def test_rl_prompt_curriculum_notebook_runs(tmp_path, tiny_model_path):
     # The tiny random model keeps generation fast; the coin reward gives it intermediate pass rates.
-    nb = execute("rl_prompt_curriculum.ipynb", tmp_path, CURATE_NOTEBOOK_MODEL=tiny_model_path,
-                 CURATE_NOTEBOOK_ROWS="12", CURATE_NOTEBOOK_REWARD="tests.test_notebooks:coin_reward",
-                 PYTHONPATH=str(NOTEBOOKS.parent))
+    nb = execute(
+        "rl_prompt_curriculum.ipynb",
+        tmp_path,
+        CURATE_NOTEBOOK_MODEL=tiny_model_path,
+        CURATE_NOTEBOOK_ROWS="12",
+        CURATE_NOTEBOOK_REWARD="tests.test_notebooks:coin_reward",
+        PYTHONPATH=str(NOTEBOOKS.parent),
+    )
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "verl.trainer.main_ppo" in text
