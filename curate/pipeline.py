@@ -237,14 +237,14 @@ def _run_step(kind: str, params: dict[str, Any], previous: str | None, s: Store,
         _check_keys(params, Config, where)
         config = Config(**_coerce_tuples(params, Config))
         version = s.load(ref)
-        marker = Path(config.out) / "curate_train.json"
+        # The trainer writes curate_train.json into the run folder itself only when the run finished (checkpoints
+        # keep theirs in checkpoint-N/): same dataset version and same config means this step is done.
+        from curate.train.data import CONFIG_FILE, config_dict
+
+        marker = Path(config.out) / CONFIG_FILE
         if marker.exists():
             done = json.loads(marker.read_text())
-            if (
-                done.get("finished")
-                and done.get("dataset_id") == version.id
-                and done.get("config") == json.loads(json.dumps(dataclasses.asdict(config), default=str))
-            ):
+            if done.get("dataset", {}).get("id") == version.id and done.get("config") == config_dict(config):
                 return str(config.out), True
         getattr(train, algo)(version.ref, config, store=s)
         return str(config.out), False
