@@ -388,7 +388,9 @@ def train_sft_cmd(ctx: typer.Context, ref: str):
     from curate.train import sft
     from curate.train.sft import SFTConfig
 
-    result = sft(ref, SFTConfig(**parse_extra(ctx.args, SFTConfig, what="train sft")))
+    # `--eval REF` is the documented spelling; the config field is eval_ref.
+    args = ["--eval-ref" if a == "--eval" else a.replace("--eval=", "--eval-ref=", 1) for a in ctx.args]
+    result = sft(ref, SFTConfig(**parse_extra(args, SFTConfig, what="train sft")))
     out.print(f"[green]done[/] {result}")
 
 

@@ -141,3 +141,65 @@ def test_two_concurrent_imports_both_land(tmp_path):
     listing = run(s, "ls").stdout
     assert "first" in listing and "second" in listing
     assert run(s, "verify").returncode == 0
+
+
+def test_rl_and_train_commands(tmp_path, tiny_model_path):
+    s = tmp_path / "store"
+    run(s, "sample", "sample-math", "--n", "4")
+    out = run(
+        s,
+        "rollout",
+        "sample-math",
+        "--n",
+        "2",
+        "--model",
+        tiny_model_path,
+        "--max-tokens",
+        "4",
+        "--reward",
+        "contains",
+        "--name",
+        "ro",
+    ).stdout
+    assert "ro@v1" in out and "rows=8" in out
+    assert (
+        "kept"
+        in run(
+            s,
+            "select",
+            "ro",
+            "--method",
+            "variance",
+            "--keep-per-prompt",
+            "1",
+            "--no-drop-zero-variance",
+            "--name",
+            "ro-pods",
+        ).stdout
+    )
+    assert len(json.loads(run(s, "show", "ro-pods", "--json").stdout)["rows"]) == 4
+    run(s, "select", "ro", "--method", "difficulty", "--band", "0,1", "--stages", "2", "--name", "cur")
+    run(s, "sample", "sample-sft", "--n", "6")
+    runs = tmp_path / "runs"
+    run(
+        s,
+        "train",
+        "sft",
+        "sample-sft",
+        "--model",
+        tiny_model_path,
+        "--out",
+        str(runs),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--eval",
+        "sample-sft",
+    )
+    metrics = [json.loads(line) for line in (runs / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_loss" in m for m in metrics)
+    assert (runs / "curate_train.json").exists()
+    page = tmp_path / "r.html"
+    run(s, "report", "cur", "--out", str(page))
+    assert "Curriculum stages" in page.read_text()
