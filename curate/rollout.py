@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curate.engine import Engine, TaskSpec, run_batches
 from curate.errors import CurateError
 from curate.generation import GENERATORS, Generator, Sampling, make_generator
 from curate.models import DEFAULT_LM
@@ -43,7 +44,7 @@ from curate.store import Store, Version
 #: a sample passes when its reward exceeds this (binary rewards: correct; graded PODS-style rewards: correct)
 PASS_THRESHOLD = 0.5
 #: settings that change how fast rollouts run, never what they contain; kept out of version ids
-EXECUTION_ONLY = ("concurrency", "batch_size")
+EXECUTION_ONLY = ("concurrency", "batch_size", "engine", "ray_address", "num_workers", "gpus_per_worker")
 _OWN_COLUMNS = (
     "id",
     "prompt_id",
@@ -90,6 +91,14 @@ class RolloutConfig:
     """Requests in flight at most (``--backend openai``); does not change the version id."""
     batch_size: int = 16
     """Prompts per generation call and per cache shard; does not change the version id."""
+    engine: str = "local"
+    """Where generation runs: ``local`` (this process) or ``ray`` (an actor pool); does not change the version id."""
+    ray_address: str | None = None
+    """Ray cluster address (``--engine ray``; none: start or join a local Ray); does not change the version id."""
+    num_workers: int = 1
+    """Ray workers, each loading the policy once (``--engine ray``); does not change the version id."""
+    gpus_per_worker: float = 0.0
+    """GPUs per Ray worker (``--engine ray``); does not change the version id."""
 
     def __post_init__(self) -> None:
         for flag, value, low in (
@@ -111,6 +120,17 @@ class RolloutConfig:
         if self.base_url is not None and self.backend != "openai":
             raise CurateError(f"--base-url applies to --backend openai only (got --backend {self.backend})")
         get_reward(self.reward)  # fails here, naming --reward, before any model loads
+        self.runner()
+
+    def runner(self) -> Engine:
+        """Where generation runs (``curate.engine``)."""
+        return Engine(self.engine, self.ray_address, self.num_workers, self.gpus_per_worker)
+
+    def generator_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"batch_size": self.batch_size}
+        if self.backend == "openai":
+            opts.update(base_url=self.base_url, concurrency=self.concurrency)
+        return opts
 
     def sampling(self) -> Sampling:
         return Sampling(
@@ -122,10 +142,7 @@ class RolloutConfig:
 
     def make_generator(self) -> Generator:
         """The generator these settings describe."""
-        opts: dict[str, Any] = {"batch_size": self.batch_size}
-        if self.backend == "openai":
-            opts.update(base_url=self.base_url, concurrency=self.concurrency)
-        return make_generator(self.backend, self.model, **opts)
+        return make_generator(self.backend, self.model, **self.generator_options())
 
 
 def _check_prompts(version: Version, rows: list[dict[str, Any]], reward: str, wants_answer: bool) -> None:
@@ -171,13 +188,37 @@ def _passthrough(table: pa.Table) -> list[str]:
     return out
 
 
+def _completion_row(key: str, c: Any) -> dict[str, Any]:
+    if isinstance(c, dict):  # from a Ray worker, already plain
+        return {"key": key, **c}
+    return {
+        "key": key,
+        "completion": c.text,
+        "completion_tokens": int(c.tokens),
+        "prompt_tokens": int(c.prompt_tokens),
+        "finish_reason": c.finish_reason,
+    }
+
+
+def _rollouts_batch(state: dict[str, Any], spec: TaskSpec, prompts: list[list[dict[str, str]]]) -> list[list[dict]]:
+    """``generate_rollouts``' generation for one batch of prompts, on a Ray worker: n completions per prompt."""
+    if "generator" not in state:
+        state["generator"] = make_generator(spec.options["backend"], spec.model, **spec.options["generator"])
+    n = spec.options["n"]
+    outs = state["generator"].generate(prompts, n=n, sampling=spec.options["sampling"])
+    if len(outs) != len(prompts) or any(len(o) != n for o in outs):
+        raise CurateError(f"backend {spec.options['backend']}: returned the wrong number of completions")
+    return [[{k: v for k, v in _completion_row("", c).items() if k != "key"} for c in o] for o in outs]
+
+
 def generate_rollouts(
     version: Version, config: RolloutConfig, *, store: Store, generator: Generator | None = None
 ) -> pa.Table:
     """One row per completion: ``n`` samples for every prompt row of ``version``, each with its reward.
 
     Completions come from the rollout cache where present; only missing ones are generated (and cached batch by
-    batch). ``generator`` overrides the one ``config`` describes (tests inject counting or failing ones).
+    batch). ``generator`` overrides the one ``config`` describes (tests inject counting or failing ones); with
+    ``config.engine == "ray"`` each worker builds its own from ``config`` (an injected one must be that plain class).
 
     >>> v = curate.sample("sample-math", n=4)                                                   # doctest: +SKIP
     >>> t = generate_rollouts(v, RolloutConfig(n=2, max_tokens=64), store=v.store)              # doctest: +SKIP
@@ -194,6 +235,7 @@ def generate_rollouts(
     _check_prompts(version, rows, rname, needs_answer(fn))
 
     n, sampling = int(config.n), config.sampling()
+    injected = generator is not None
     generator = generator or config.make_generator()
     settings = {"generator": generator.identity(), "sampling": sampling.as_dict(), "n": n}
     cache = RowCache(store, "rollouts", settings_key(settings), settings)
@@ -209,26 +251,47 @@ def generate_rollouts(
     pending.sort(key=lambda k: (-len(json.dumps(unique[k])), k))
 
     bs = int(config.batch_size)
-    with progress(f"rollouts ({generator.backend})", len(pending) * n) as advance:
-        for start in range(0, len(pending), bs):
-            chunk = pending[start : start + bs]
-            outs = generator.generate([unique[k] for k in chunk], n=n, sampling=sampling)
-            if len(outs) != len(chunk) or any(len(o) != n for o in outs):
-                raise CurateError(f"backend {generator.backend}: returned the wrong number of completions")
-            shard = [
-                {
-                    "key": f"{k}-{j}",
-                    "completion": c.text,
-                    "completion_tokens": int(c.tokens),
-                    "prompt_tokens": int(c.prompt_tokens),
-                    "finish_reason": c.finish_reason,
-                }
-                for k, completions in zip(chunk, outs, strict=True)
-                for j, c in enumerate(completions)
-            ]
+    runner = config.runner()
+    # Ray workers build their generator from the config, so an injected one may only be what the config builds.
+    same_model = getattr(generator, "model_name", None) == str(config.model)
+    plain = type(generator) is GENERATORS[config.backend] and same_model
+    if runner.is_ray and injected and not plain:
+        raise CurateError("--engine ray builds the generator on each worker from the config; drop the injected one")
+    spec = TaskSpec(
+        "rollouts",
+        config.model,
+        {"backend": config.backend, "generator": config.generator_options(), "n": n, "sampling": sampling},
+    )
+    chunks = [pending[start : start + bs] for start in range(0, len(pending), bs)]
+    packed = [(chunk, [unique[k] for k in chunk]) for chunk in chunks]
+    shard: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if shard:
             cache.write(shard)
             cached.update({r["key"]: r for r in shard})
-            advance(len(shard))
+        shard.clear()
+
+    def generate(prompts: list[list[dict[str, str]]]) -> list[Any]:
+        outs = generator.generate(prompts, n=n, sampling=sampling)
+        if len(outs) != len(prompts) or any(len(o) != n for o in outs):
+            raise CurateError(f"backend {generator.backend}: returned the wrong number of completions")
+        return outs
+
+    with progress(f"rollouts ({generator.backend})", len(pending) * n) as advance:
+        try:
+            # Ray returns prompts in any order; a shard holds a batch's worth of completions either way.
+            for k, completions in run_batches(
+                packed, spec=spec, engine=runner, fn=None if runner.is_ray else generate
+            ):
+                if len(completions) != n:
+                    raise CurateError(f"backend {generator.backend}: returned the wrong number of completions")
+                shard.extend(_completion_row(f"{k}-{j}", c) for j, c in enumerate(completions))
+                advance(n)
+                if len(shard) >= bs * n:
+                    flush()
+        finally:
+            flush()  # whatever finished survives an interrupted run
 
     extra = _passthrough(table)
     out: dict[str, list[Any]] = {

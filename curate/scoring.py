@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.cache import RowCache, content_key, settings_key
+from curate.engine import Engine, TaskSpec, Worker, run_batches
 from curate.errors import CurateError, InputError
 from curate.store import Store, Version, canonical_json
 
@@ -88,6 +89,8 @@ def cached_map(
     shard_rows: int = 256,
     stats: dict[str, int] | None = None,
     desc: str = "scoring",
+    spec: TaskSpec | None = None,
+    engine: Engine | None = None,
 ) -> list[np.ndarray]:
     """``fn_batch`` over ``rows`` (one float32 array per row, in row order), reading and filling ``cache``.
 
@@ -95,6 +98,8 @@ def cached_map(
     are sorted by ``length`` (longest first, then row order) and packed so that ``len(batch) * longest``
     stays within ``batch_tokens``; a longer row runs alone. A shard is published every ``shard_rows`` rows,
     every 30 s and when the run stops, even by an exception. ``stats`` gets ``computed`` and ``cached`` counts.
+    With ``engine`` ray, the batches run as ``spec`` on Ray workers (``fn_batch`` unused) and shards are written
+    here as results arrive; the cache is the same either way.
 
     >>> out = cached_map([[1.0, 2.0], [3.0]], ["a", "b"], lambda b: [np.asarray(x) * 2 for x in b], None)
     >>> [o.tolist() for o in out]
@@ -139,16 +144,14 @@ def cached_map(
 
         try:
             with progress(desc, len(missing)) as advance:
-                for batch in batches:
-                    outs = fn_batch([items[j] for j in batch])
-                    if len(outs) != len(batch):
-                        raise CurateError(f"{desc}: batch function returned {len(outs)} results for {len(batch)}")
-                    for j, out in zip(batch, outs, strict=True):
-                        arr = np.ascontiguousarray(out, dtype=np.float32)
-                        done[missing[j]] = arr
-                        pending.append({"key": missing[j], "shape": list(arr.shape), "values": arr.ravel()})
-                    stats["computed"] += len(batch)
-                    advance(len(batch))
+                packed = [([missing[j] for j in batch], [items[j] for j in batch]) for batch in batches]
+                use_fn = engine is None or not engine.is_ray
+                for key, out in run_batches(packed, spec=spec, engine=engine, fn=fn_batch if use_fn else None):
+                    arr = np.ascontiguousarray(out, dtype=np.float32)
+                    done[key] = arr
+                    pending.append({"key": key, "shape": list(arr.shape), "values": arr.ravel()})
+                    stats["computed"] += 1
+                    advance(1)
                     if len(pending) >= shard_rows or time.monotonic() - last_flush > _FLUSH_SECONDS:
                         flush()
         finally:
@@ -253,6 +256,10 @@ def extract_features(
     store: Store | str | None = None,
     stats: dict[str, int] | None = None,
     shard_rows: int = 256,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int = 1,
+    gpus_per_worker: float = 0.0,
 ) -> list[np.ndarray]:
     """Last-layer features of the trained tokens: one (M_i x d') float32 array per row, in row order.
 
@@ -267,6 +274,8 @@ def extract_features(
     Results are cached in the store (the version's, or ``store``; plain rows without ``store`` are not
     cached) per model identity, tokenizer and settings, keyed by a hash of each row's messages.
     ``stats`` receives ``computed`` (rows run through the model) and ``cached`` (rows read back).
+    ``engine="ray"`` runs the forward passes on ``num_workers`` Ray actors (``ray_address``, ``gpus_per_worker``;
+    see ``curate.engine``) with the same values and the same cache.
 
     >>> feats = extract_features("sample-sft", dim=64, max_tokens_per_example=32)   # doctest: +SKIP
     >>> feats[0].shape                                                               # doctest: +SKIP
@@ -274,7 +283,7 @@ def extract_features(
     """
     import torch
 
-    from curate.models import default_device, load_causal_lm, load_tokenizer, resolve
+    from curate.models import default_device, load_tokenizer, resolve
 
     if dim is not None and (not isinstance(dim, int | np.integer) or dim < 1):
         raise CurateError(f"--dim must be a positive integer, got {dim!r}")
@@ -286,10 +295,12 @@ def extract_features(
     convs = [_check_messages(m, src, i, rid) for i, (m, rid) in enumerate(zip(msgs, row_ids, strict=True))]
     keys = [content_key(c) for c in convs]
 
+    runner = Engine(engine, ray_address, num_workers, gpus_per_worker)
     resolved = resolve(model)
     tokenizer = load_tokenizer(model)
-    device = default_device()
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    # The compute dtype follows where the forward passes run (GPU workers: bf16); it is in the cache key.
+    on_gpu = default_device().startswith("cuda") or runner.uses_gpu
+    dtype = torch.bfloat16 if on_gpu else torch.float32
     limit = _max_length(tokenizer)
     sampled = dim is not None or max_tokens_per_example is not None
     settings = {
@@ -304,7 +315,7 @@ def extract_features(
         "seed": int(seed) if sampled else None,  # the seed only matters when it samples something
     }
     cache = RowCache(cache_store, "features", settings_key(settings), settings) if cache_store is not None else None
-    state: dict[str, Any] = {}
+    spec = TaskSpec("features", model, {"dtype": str(dtype).removeprefix("torch."), "dim": dim, "seed": int(seed)})
 
     def prepare(row: tuple[int, str]) -> tuple[list[int], np.ndarray]:
         i, key = row
@@ -319,45 +330,55 @@ def extract_features(
             return [], positions
         return ids[: int(positions[-1]) + 1], positions  # later tokens cannot change earlier states
 
-    def run(batch: list[tuple[list[int], np.ndarray]]) -> list[np.ndarray]:
-        if "model" not in state:
-            lm, _ = load_causal_lm(model, device=device, dtype=dtype)
-            state["model"] = lm
-            d = int(lm.config.hidden_size)
-            state["proj"] = projection_matrix(d, dim, seed) if dim is not None else None
-            state["width"] = dim if dim is not None else d
-        lm, proj = state["model"], state["proj"]
-        outs = [np.zeros((0, state["width"]), np.float32) for _ in batch]
-        live = [b for b, (ids, _) in enumerate(batch) if len(ids)]
-        if not live:
-            return outs
-        width = max(len(batch[b][0]) for b in live)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(live), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(live), width), dtype=torch.long)
-        for r, b in enumerate(live):  # right padding: real tokens keep positions 0..n-1
-            ids = batch[b][0]
-            input_ids[r, : len(ids)] = torch.as_tensor(ids)
-            attention[r, : len(ids)] = 1
-        with torch.inference_mode():
-            hidden = _lm_head_input(lm, input_ids.to(device), attention.to(device))
-            for r, b in enumerate(live):
-                x = hidden[r, torch.as_tensor(batch[b][1], device=hidden.device)].float().cpu().numpy()
-                outs[b] = x @ proj if proj is not None else x
-        return outs
-
     return cached_map(
         list(enumerate(keys)),
         keys,
-        run,
+        Worker(spec).run,
         cache,
         prepare=prepare,
         length=lambda item: len(item[0]),
-        batch_tokens=batch_tokens or (GPU_BATCH_TOKENS if device.startswith("cuda") else CPU_BATCH_TOKENS),
+        batch_tokens=batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS),
         shard_rows=shard_rows,
         stats=stats,
         desc="features",
+        spec=spec,
+        engine=runner,
     )
+
+
+def _features_batch(state: dict[str, Any], spec: TaskSpec, batch: list[tuple[list[int], np.ndarray]]) -> list:
+    """``extract_features``' forward pass over one packed batch of (token ids, positions); runs on any engine."""
+    import torch
+
+    from curate.models import default_device, load_causal_lm
+
+    dim, seed = spec.options["dim"], spec.options["seed"]
+    if "model" not in state:
+        state["device"] = default_device()
+        lm, tokenizer = load_causal_lm(spec.model, device=state["device"], dtype=getattr(torch, spec.options["dtype"]))
+        state["model"], state["tokenizer"] = lm, tokenizer
+        d = int(lm.config.hidden_size)
+        state["proj"] = projection_matrix(d, dim, seed) if dim is not None else None
+        state["width"] = dim if dim is not None else d
+    lm, proj, tokenizer, device = state["model"], state["proj"], state["tokenizer"], state["device"]
+    outs = [np.zeros((0, state["width"]), np.float32) for _ in batch]
+    live = [b for b, (ids, _) in enumerate(batch) if len(ids)]
+    if not live:
+        return outs
+    width = max(len(batch[b][0]) for b in live)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(live), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(live), width), dtype=torch.long)
+    for r, b in enumerate(live):  # right padding: real tokens keep positions 0..n-1
+        ids = batch[b][0]
+        input_ids[r, : len(ids)] = torch.as_tensor(ids)
+        attention[r, : len(ids)] = 1
+    with torch.inference_mode():
+        hidden = _lm_head_input(lm, input_ids.to(device), attention.to(device))
+        for r, b in enumerate(live):
+            x = hidden[r, torch.as_tensor(batch[b][1], device=hidden.device)].float().cpu().numpy()
+            outs[b] = x @ proj if proj is not None else x
+    return outs
 
 
 # ---------------------------------------------------------------------------------------------- token counts
@@ -466,6 +487,10 @@ def token_losses(
     stats: dict[str, int] | None = None,
     shard_rows: int = 256,
     keep_loaded: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int = 1,
+    gpus_per_worker: float = 0.0,
 ) -> list[np.ndarray]:
     """Per-token losses of each row's chat-templated ``messages`` under ``model``: one float32 array per row.
 
@@ -477,6 +502,8 @@ def token_losses(
     stored ragged and cached like ``extract_features`` (per model identity, tokenizer, row content), so a second
     run, or the finished rows of a killed one, cost no forward pass; ``stats`` gets ``computed`` and ``cached``.
     ``keep_loaded=False`` frees the model afterwards instead of keeping it in the process-wide model cache.
+    ``engine="ray"`` (with ``ray_address``, ``num_workers``, ``gpus_per_worker``) runs the batches on Ray actors,
+    same values, same cache (``curate.engine``).
 
     >>> losses = token_losses("sample-sft", model="smollm2-135m")   # doctest: +SKIP
     >>> losses[0].shape, float(losses[0][0])                         # doctest: +SKIP
@@ -484,14 +511,15 @@ def token_losses(
     """
     import torch
 
-    from curate.models import default_device, load_causal_lm, load_tokenizer, resolve
+    from curate.models import default_device, load_tokenizer, resolve
 
     msgs, row_ids, src, cache_store = _conversations(version_or_rows, store)
     convs = [_check_messages(m, src, i, rid) for i, (m, rid) in enumerate(zip(msgs, row_ids, strict=True))]
     keys = [content_key(c) for c in convs]
+    runner = Engine(engine, ray_address, num_workers, gpus_per_worker)
     tokenizer = load_tokenizer(model)
-    device = default_device()
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    # The compute dtype follows where the forward passes run (GPU workers: bf16); it is in the cache key.
+    dtype = torch.bfloat16 if default_device().startswith("cuda") or runner.uses_gpu else torch.float32
     limit = _max_length(tokenizer)
     settings = {
         "what": "next-token loss of every token, index j = -log p(token j | tokens < j), index 0 = 0",
@@ -502,31 +530,17 @@ def token_losses(
         "dtype": str(dtype),
     }
     cache = RowCache(cache_store, "token-losses", settings_key(settings), settings) if cache_store else None
-    state: dict[str, Any] = {}
+    spec = TaskSpec("token_losses", model, {"dtype": str(dtype).removeprefix("torch."), "keep_loaded": keep_loaded})
 
     def prepare(row: tuple[int, str]) -> list[int]:
         i, _ = row
         ids, _ = _trained_mask(tokenizer, convs[i], src, i, row_ids[i])
         return ids[:limit] if limit is not None else ids
 
-    def run(batch: list[list[int]]) -> list[np.ndarray]:
-        if "model" not in state:
-            state["model"] = load_causal_lm(model, device=device, dtype=dtype, cache=keep_loaded)[0]
-        width = max(len(ids) for ids in batch)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, ids in enumerate(batch):  # right padding: a row's losses never see the pad tokens after it
-            input_ids[r, : len(ids)] = torch.as_tensor(ids)
-            attention[r, : len(ids)] = 1
-        with torch.inference_mode():
-            nll = _next_token_nll(state["model"], input_ids.to(device), attention.to(device), [len(b) for b in batch])
-        return [np.concatenate([np.zeros(min(len(ids), 1), np.float32), x]) for ids, x in zip(batch, nll, strict=True)]
-
     return cached_map(
         list(enumerate(keys)),
         keys,
-        run,
+        Worker(spec).run,
         cache,
         prepare=prepare,
         length=len,
@@ -534,4 +548,32 @@ def token_losses(
         shard_rows=shard_rows,
         stats=stats,
         desc=f"token losses ({model})",
+        spec=spec,
+        engine=runner,
     )
+
+
+def _token_losses_batch(state: dict[str, Any], spec: TaskSpec, batch: list[list[int]]) -> list[np.ndarray]:
+    """``token_losses``' forward pass over one packed batch of token ids; runs on any engine."""
+    import torch
+
+    from curate.models import default_device, load_causal_lm
+
+    if "model" not in state:
+        state["device"] = default_device()
+        dtype = getattr(torch, spec.options["dtype"])
+        lm, tokenizer = load_causal_lm(
+            spec.model, device=state["device"], dtype=dtype, cache=spec.options["keep_loaded"]
+        )
+        state["model"], state["tokenizer"] = lm, tokenizer
+    tokenizer, device = state["tokenizer"], state["device"]
+    width = max(len(ids) for ids in batch)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, ids in enumerate(batch):  # right padding: a row's losses never see the pad tokens after it
+        input_ids[r, : len(ids)] = torch.as_tensor(ids)
+        attention[r, : len(ids)] = 1
+    with torch.inference_mode():
+        nll = _next_token_nll(state["model"], input_ids.to(device), attention.to(device), [len(b) for b in batch])
+    return [np.concatenate([np.zeros(min(len(ids), 1), np.float32), x]) for ids, x in zip(batch, nll, strict=True)]

@@ -99,3 +99,11 @@ def test_cli_lists_every_method():
             1 : cls.__init__.__code__.co_argcount + cls.__init__.__code__.co_kwonlyargcount
         ]:
             assert "--" + name.replace("_", "-") in out, (method, name)
+
+
+@pytest.mark.parametrize("method", ["fisher", "token-clean", "difficulty"])
+def test_engine_options_reach_the_selector_but_not_the_recipe(method):
+    local = make_selector(method)
+    ray = make_selector(method, engine="ray", num_workers=2, ray_address="auto", gpus_per_worker=0.5)
+    assert ray.engine_kwargs() == {"engine": "ray", "ray_address": "auto", "num_workers": 2, "gpus_per_worker": 0.5}
+    assert ray.get_params() == local.get_params()  # same recipe, same version id, whichever engine ran it

@@ -87,6 +87,10 @@ def rank_desc(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-s, kind="stable")
 
 
+#: where per-row scoring runs (``--engine local|ray`` ...): never what it computes, so never part of a recipe id
+ENGINE_PARAMS = ("engine", "ray_address", "num_workers", "gpus_per_worker")
+
+
 class Selector(ABC):
     """Base class; subclasses set ``name`` and implement ``fit``."""
 
@@ -109,7 +113,13 @@ class Selector(ABC):
     def get_params(self) -> dict[str, Any]:
         """The hyperparameters given to ``__init__``, for the recipe hash and the lineage."""
         sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
+        return {
+            k: getattr(self, k) for k in sig.parameters if k != "self" and k not in ENGINE_PARAMS and hasattr(self, k)
+        }
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The engine options this selector was given, to pass on to the per-row scoring stage."""
+        return {k: getattr(self, k) for k in ENGINE_PARAMS if hasattr(self, k)}
 
     def identity(self) -> dict[str, Any]:
         """What else determines the result (model identities): part of the version id."""

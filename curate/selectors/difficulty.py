@@ -135,6 +135,10 @@ class DifficultySelector(Selector):
         budget: int | None = None,
         fraction: float | None = None,
         seed: int = 0,
+        engine: str = "local",
+        ray_address: str | None = None,
+        num_workers: int = 1,
+        gpus_per_worker: float = 0.0,
     ):
         self.n = n
         self.model = model
@@ -151,6 +155,10 @@ class DifficultySelector(Selector):
         self.budget = budget
         self.fraction = fraction
         self.seed = seed
+        self.engine = engine
+        self.ray_address = ray_address
+        self.num_workers = num_workers
+        self.gpus_per_worker = gpus_per_worker
 
     # ------------------------------------------------------------------ input
     def check_input(self, version: Version) -> None:
@@ -184,6 +192,7 @@ class DifficultySelector(Selector):
             reward=self.reward,
             seed=self.seed,
             base_url=self.base_url,
+            **self.engine_kwargs(),
         )
 
     def generator(self):

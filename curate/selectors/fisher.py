@@ -426,6 +426,10 @@ class FisherSelector(Selector):
         dim: int | None = None,
         max_tokens_per_example: int | None = None,
         batch_tokens: int | None = None,
+        engine: str = "local",
+        ray_address: str | None = None,
+        num_workers: int = 1,
+        gpus_per_worker: float = 0.0,
     ):
         self.budget = budget
         self.fraction = fraction
@@ -436,6 +440,10 @@ class FisherSelector(Selector):
         self.dim = dim
         self.max_tokens_per_example = max_tokens_per_example
         self.batch_tokens = batch_tokens
+        self.engine = engine
+        self.ray_address = ray_address
+        self.num_workers = num_workers
+        self.gpus_per_worker = gpus_per_worker
 
     def fit(self, version: Version) -> Self:
         from curate.scoring import extract_features
@@ -453,6 +461,7 @@ class FisherSelector(Selector):
             seed=self.seed,
             batch_tokens=self.batch_tokens,
             stats=self.stats_,
+            **self.engine_kwargs(),
         )
         n = len(feats)
         self.empty_ = np.array([len(x) == 0 for x in feats], dtype=bool)

@@ -224,6 +224,10 @@ class TokenCleanSelector(Selector):
         ref_batch_size: int = 8,
         store_scores: bool = False,
         batch_tokens: int = 4096,
+        engine: str = "local",
+        ray_address: str | None = None,
+        num_workers: int = 1,
+        gpus_per_worker: float = 0.0,
     ):
         self.keep = keep
         self.scope = scope
@@ -240,6 +244,10 @@ class TokenCleanSelector(Selector):
         self.ref_batch_size = ref_batch_size
         self.store_scores = store_scores
         self.batch_tokens = batch_tokens
+        self.engine = engine
+        self.ray_address = ray_address
+        self.num_workers = num_workers
+        self.gpus_per_worker = gpus_per_worker
 
     # ------------------------------------------------------------------ checks and identity
     def _check(self) -> None:
@@ -409,7 +417,7 @@ class TokenCleanSelector(Selector):
         from curate.scoring import token_losses
 
         subset = [{"id": self.row_ids_[i], "messages": self.convs_[i]} for i in rows]
-        common = {"store": store, "batch_tokens": self.batch_tokens}
+        common = {"store": store, "batch_tokens": self.batch_tokens, **self.engine_kwargs()}
         stats_b = self.loss_stats_.setdefault("base", {})
         stats_r = self.loss_stats_.setdefault("reference", {})
         lb = token_losses(subset, model=self.base, stats=stats_b, **common)

@@ -1,0 +1,189 @@
+"""Where the expensive per-row maps run: in this process (``local``) or on a Ray cluster (``ray``).
+
+Feature extraction, per-token losses and rollouts are maps over rows whose results go into resumable
+``RowCache`` shards. The driver always decides which rows are missing, packs them into batches and writes the
+shards; only the per-batch work moves. That work is a picklable ``TaskSpec`` (what to compute and its settings,
+never a closure) run by a ``Worker`` that loads the model once and keeps it: the local engine calls one Worker
+in-process, the Ray engine hands the same batches to a Ray Data actor pool (``map_batches`` with a pool of
+``num_workers`` actors) and streams results back, in any order, keyed by row key. The same batches run the
+same code either way, so both engines give identical values and share one cache: a killed cluster run resumes
+locally and the other way round. Engine settings never enter a cache key or a version id.
+
+Ray is an optional extra (``pip install curate[ray]``), imported only when ``engine="ray"``.
+
+    curate select sample-sft --method fisher --engine ray --num-workers 4 --gpus-per-worker 1
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from curate.errors import CurateError
+
+__all__ = ["ENGINES", "Engine", "TaskSpec", "Worker", "run_batches"]
+
+ENGINES = ("local", "ray")
+# Where each kind's per-batch function lives; resolved lazily so a Ray worker imports only what it runs.
+_KINDS = {
+    "features": ("curate.scoring", "_features_batch"),
+    "token_losses": ("curate.scoring", "_token_losses_batch"),
+    "rollouts": ("curate.rollout", "_rollouts_batch"),
+}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How to run a map: ``engine`` ``local`` or ``ray`` (``ray_address`` None starts or joins a local Ray).
+
+    >>> Engine().engine, Engine("ray", num_workers=2).num_workers
+    ('local', 2)
+    """
+
+    engine: str = "local"
+    ray_address: str | None = None
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise CurateError(f"--engine {self.engine!r}: unknown engine (available: {', '.join(ENGINES)})")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 1:
+            raise CurateError(f"--num-workers must be an integer >= 1, got {self.num_workers!r}")
+        if isinstance(self.gpus_per_worker, bool) or not isinstance(self.gpus_per_worker, int | float):
+            raise CurateError(f"--gpus-per-worker must be a number >= 0, got {self.gpus_per_worker!r}")
+        if self.gpus_per_worker < 0:
+            raise CurateError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker!r}")
+        if self.engine == "local" and (self.ray_address is not None or self.num_workers != 1 or self.gpus_per_worker):
+            raise CurateError("--ray-address, --num-workers and --gpus-per-worker need --engine ray")
+
+    @property
+    def is_ray(self) -> bool:
+        return self.engine == "ray"
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.is_ray and self.gpus_per_worker > 0
+
+
+@dataclass
+class TaskSpec:
+    """The per-batch work, picklable: a kind (``features``, ``token_losses``, ``rollouts``) and its settings.
+
+    >>> TaskSpec("token_losses", "tiny", {"dtype": "float32"}).kind
+    'token_losses'
+    """
+
+    kind: str
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise CurateError(f"unknown task kind {self.kind!r} (available: {', '.join(_KINDS)})")
+
+
+class Worker:
+    """Runs a ``TaskSpec`` batch after batch, building its model on first use and keeping it.
+
+    ``run(items)`` returns one result per item; ``__call__`` is the Ray Data batch interface (columns ``keys``,
+    JSON lists of row keys, and ``payload``, pickled item lists; one packed batch per row).
+
+    >>> Worker(TaskSpec("features", "tiny")).state
+    {}
+    """
+
+    def __init__(self, spec: TaskSpec):
+        import importlib
+
+        module, name = _KINDS[spec.kind]
+        self.spec = spec
+        self.state: dict[str, Any] = {}
+        self._fn = getattr(importlib.import_module(module), name)
+
+    def run(self, items: list[Any]) -> list[Any]:
+        out = list(self._fn(self.state, self.spec, items))
+        if len(out) != len(items):
+            raise CurateError(f"{self.spec.kind}: batch function returned {len(out)} results for {len(items)}")
+        return out
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        keys_out: list[str] = []
+        payload_out: list[bytes] = []
+        for keys_json, payload in zip(batch["keys"], batch["payload"], strict=True):
+            keys = json.loads(keys_json)
+            results = self.run(pickle.loads(payload))
+            keys_out.extend(keys)
+            payload_out.extend(pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in results)
+        return {"key": np.array(keys_out, dtype=object), "payload": np.array(payload_out, dtype=object)}
+
+
+def _ray(engine: Engine) -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise CurateError("--engine ray needs Ray: pip install 'curate[ray]' (or pip install 'ray[data]')") from None
+    if not ray.is_initialized():
+        ray.init(address=engine.ray_address, include_dashboard=False, log_to_driver=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the driver shows its own progress per finished row
+    return ray
+
+
+def run_batches(
+    batches: Sequence[tuple[Sequence[str], list[Any]]],
+    *,
+    spec: TaskSpec | None = None,
+    engine: Engine | None = None,
+    fn: Callable[[list[Any]], Sequence[Any]] | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """(row key, result) for every item of ``batches`` (pairs of row keys and items), as results finish.
+
+    Local: ``fn`` (or a ``Worker(spec)``) over the batches in order. Ray: one actor pool of ``num_workers``
+    Workers, each batch shipped whole (same packing, so same values), results in completion order.
+
+    >>> list(run_batches([(["a", "b"], [1, 2])], fn=lambda xs: [x * 10 for x in xs]))
+    [('a', 10), ('b', 20)]
+    """
+    engine = engine or Engine()
+    if not engine.is_ray:
+        if fn is None:
+            if spec is None:
+                raise CurateError("run_batches: needs fn or spec")
+            fn = Worker(spec).run
+        for keys, items in batches:
+            out = fn(list(items))
+            if len(out) != len(items):
+                raise CurateError(f"batch function returned {len(out)} results for {len(items)}")
+            yield from zip(keys, out, strict=True)
+        return
+    if spec is None:
+        raise CurateError("--engine ray runs a TaskSpec, not an in-process function (no injected generator)")
+    if not batches:
+        return
+    ray = _ray(engine)
+    ds = ray.data.from_items(
+        [
+            {"keys": json.dumps(list(keys)), "payload": pickle.dumps(list(items), protocol=pickle.HIGHEST_PROTOCOL)}
+            for keys, items in batches
+        ],
+        override_num_blocks=len(batches),  # one block per packed batch: workers pick batches up one at a time
+    )
+    resources: dict[str, Any] = {"num_gpus": engine.gpus_per_worker} if engine.gpus_per_worker else {}
+    mapped = ds.map_batches(
+        Worker,
+        fn_constructor_args=(spec,),
+        batch_size=1,
+        batch_format="numpy",
+        # An actor per batch at most: more would load the model for nothing.
+        compute=ray.data.ActorPoolStrategy(size=min(engine.num_workers, len(batches))),
+        num_cpus=1,
+        **resources,
+    )
+    for row in mapped.iter_rows():
+        yield str(row["key"]), pickle.loads(row["payload"])
