@@ -45,7 +45,8 @@ from curate.store import Store, Version
 PASS_THRESHOLD = 0.5
 #: settings that change how fast rollouts run, never what they contain; kept out of version ids
 EXECUTION_ONLY = ("concurrency", "batch_size", "engine", "ray_address", "num_workers", "gpus_per_worker")
-_OWN_COLUMNS = (
+#: the long-format columns, in order, one row per completion
+_ROLLOUT_COLUMNS = (
     "id",
     "prompt_id",
     "sample",
@@ -57,6 +58,9 @@ _OWN_COLUMNS = (
     "completion_tokens",
     "prompt_tokens",
     "finish_reason",
+)
+_OWN_COLUMNS = (
+    *_ROLLOUT_COLUMNS,
     "pass_rate",
     "reward_mean",
     "reward_std",
@@ -294,23 +298,7 @@ def generate_rollouts(
             flush()  # whatever finished survives an interrupted run
 
     extra = _passthrough(table)
-    out: dict[str, list[Any]] = {
-        c: []
-        for c in (
-            "id",
-            "prompt_id",
-            "sample",
-            "prompt",
-            "answer",
-            "data_source",
-            "completion",
-            "reward",
-            "completion_tokens",
-            "prompt_tokens",
-            "finish_reason",
-            *extra,
-        )
-    }
+    out: dict[str, list[Any]] = {c: [] for c in (*_ROLLOUT_COLUMNS, *extra)}
     for row, k in zip(rows, pkeys, strict=True):
         pid = str(row["id"])
         kwargs = {c: v for c, v in row.items() if c not in ("answer", "completion")}
