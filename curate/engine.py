@@ -1,11 +1,11 @@
 """Where the expensive per-row maps run: in this process (``local``) or on a Ray cluster (``ray``).
 
-Feature extraction, per-token losses and rollouts are maps over rows whose results go into resumable
-``RowCache`` shards. The driver always decides which rows are missing, packs them into batches and writes the
-shards; only the per-batch work moves. That work is a picklable ``TaskSpec`` (what to compute and its settings,
-never a closure) run by a ``Worker`` that loads the model once and keeps it: the local engine calls one Worker
-in-process, the Ray engine hands the same batches to a Ray Data actor pool (``map_batches`` with a pool of
-``num_workers`` actors) and streams results back, in any order, keyed by row key. The same batches run the
+Feature extraction, per-token losses, rollouts and the synthesizer's LLM calls are maps over rows whose results
+go into resumable ``RowCache`` shards. The driver always decides which rows are missing, packs them into batches
+and writes the shards; only the per-batch work moves. That work is a picklable ``TaskSpec`` (what to compute and
+its settings, never a closure) run by a ``Worker`` that loads the model once and keeps it: the local engine calls
+one Worker in-process, the Ray engine hands the same batches to a Ray Data actor pool (``map_batches`` with a
+pool of ``num_workers`` actors) and streams results back, in any order, keyed by row key. The same batches run the
 same code either way, so both engines give identical values and share one cache: a killed cluster run resumes
 locally and the other way round. Engine settings never enter a cache key or a version id.
 
@@ -31,8 +31,11 @@ ENGINES = ("local", "ray")
 _KINDS = {
     "features": ("curate.scoring", "_features_batch"),
     "token_losses": ("curate.scoring", "_token_losses_batch"),
-    "rollouts": ("curate.rollout", "_rollouts_batch"),
+    "generate": ("curate.generation", "_generate_batch"),
 }
+
+# The row key a Ray worker answers with when its batch failed (row keys are hex digests or ids, never this).
+_FAILED = "\x00failed"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Engine:
 
 @dataclass
 class TaskSpec:
-    """The per-batch work, picklable: a kind (``features``, ``token_losses``, ``rollouts``) and its settings.
+    """The per-batch work, picklable: a kind (``features``, ``token_losses``, ``generate``) and its settings.
 
     >>> TaskSpec("token_losses", "tiny", {"dtype": "float32"}).kind
     'token_losses'
@@ -90,7 +93,8 @@ class Worker:
     """Runs a ``TaskSpec`` batch after batch, building its model on first use and keeping it.
 
     ``run(items)`` returns one result per item; ``__call__`` is the Ray Data batch interface (columns ``keys``,
-    JSON lists of row keys, and ``payload``, pickled item lists; one packed batch per row).
+    JSON lists of row keys, and ``payload``, pickled item lists; one packed batch per row). A batch that raises
+    comes back as one row keyed ``_FAILED`` carrying the message, which the driver raises as a ``CurateError``.
 
     >>> Worker(TaskSpec("features", "tiny")).state
     {}
@@ -117,7 +121,12 @@ class Worker:
         payload_out: list[bytes] = []
         for keys_json, payload in zip(batch["keys"], batch["payload"], strict=True):
             keys = json.loads(keys_json)
-            results = self.run(pickle.loads(payload))
+            try:
+                results = self.run(pickle.loads(payload))
+            except Exception as e:  # sent back as a row: Ray would bury the message under its own traceback
+                error = str(e) if isinstance(e, CurateError) else f"{type(e).__name__}: {e}"
+                keys_out, payload_out = [_FAILED], [pickle.dumps(error)]
+                break
             keys_out.extend(keys)
             payload_out.extend(pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in results)
         return {"key": np.array(keys_out, dtype=object), "payload": np.array(payload_out, dtype=object)}
@@ -186,4 +195,6 @@ def run_batches(
         **resources,
     )
     for row in mapped.iter_rows():
+        if row["key"] == _FAILED:
+            raise CurateError(f"{spec.kind} on a Ray worker: {pickle.loads(row['payload'])}")
         yield str(row["key"]), pickle.loads(row["payload"])

@@ -563,6 +563,29 @@ def _split_tokens(total: int | None, texts: list[str]) -> list[int]:
 GENERATORS: dict[str, type[Generator]] = {"hf": HFGenerator, "vllm": VLLMGenerator, "openai": OpenAIGenerator}
 
 
+def generation_task(backend: str, model: str, options: dict[str, Any], *, n: int, sampling: Sampling) -> Any:
+    """The engine task (``curate.engine.TaskSpec`` kind ``generate``) that runs ``n`` samples per prompt with the
+    generator ``make_generator(backend, model, **options)``; each worker builds that generator once and keeps it.
+
+    >>> generation_task("hf", "tiny", {"batch_size": 4}, n=2, sampling=Sampling()).kind
+    'generate'
+    """
+    from curate.engine import TaskSpec
+
+    return TaskSpec("generate", model, {"backend": backend, "generator": dict(options), "n": n, "sampling": sampling})
+
+
+def _generate_batch(state: dict[str, Any], spec: Any, prompts: list[Messages]) -> list[list[Completion]]:
+    """One batch of a ``generate`` task (run by ``curate.engine.Worker``, in this process or on a Ray actor)."""
+    if "generator" not in state:
+        state["generator"] = make_generator(spec.options["backend"], spec.model, **spec.options["generator"])
+    n = spec.options["n"]
+    outs = state["generator"].generate(prompts, n=n, sampling=spec.options["sampling"])
+    if len(outs) != len(prompts) or any(len(o) != n for o in outs):
+        raise CurateError(f"backend {spec.options['backend']}: returned the wrong number of completions")
+    return outs
+
+
 def make_generator(backend: str, model: str = DEFAULT_LM, **opts: Any) -> Generator:
     """A generator by backend name; ``opts`` go to its constructor (``None`` values are dropped).
 

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate.engine import Engine, TaskSpec, run_batches
+from curate.engine import Engine, run_batches
 from curate.errors import CurateError
-from curate.generation import GENERATORS, Generator, Sampling, make_generator
+from curate.generation import GENERATORS, Generator, Sampling, generation_task, make_generator
 from curate.models import DEFAULT_LM
 from curate.rewards import check_reward_value, get_reward, needs_answer, reward_name
 from curate.store import Store, Version
@@ -193,8 +193,6 @@ def _passthrough(table: pa.Table) -> list[str]:
 
 
 def _completion_row(key: str, c: Any) -> dict[str, Any]:
-    if isinstance(c, dict):  # from a Ray worker, already plain
-        return {"key": key, **c}
     return {
         "key": key,
         "completion": c.text,
@@ -202,17 +200,6 @@ def _completion_row(key: str, c: Any) -> dict[str, Any]:
         "prompt_tokens": int(c.prompt_tokens),
         "finish_reason": c.finish_reason,
     }
-
-
-def _rollouts_batch(state: dict[str, Any], spec: TaskSpec, prompts: list[list[dict[str, str]]]) -> list[list[dict]]:
-    """``generate_rollouts``' generation for one batch of prompts, on a Ray worker: n completions per prompt."""
-    if "generator" not in state:
-        state["generator"] = make_generator(spec.options["backend"], spec.model, **spec.options["generator"])
-    n = spec.options["n"]
-    outs = state["generator"].generate(prompts, n=n, sampling=spec.options["sampling"])
-    if len(outs) != len(prompts) or any(len(o) != n for o in outs):
-        raise CurateError(f"backend {spec.options['backend']}: returned the wrong number of completions")
-    return [[{k: v for k, v in _completion_row("", c).items() if k != "key"} for c in o] for o in outs]
 
 
 def generate_rollouts(
@@ -261,11 +248,7 @@ def generate_rollouts(
     plain = type(generator) is GENERATORS[config.backend] and same_model
     if runner.is_ray and injected and not plain:
         raise CurateError("--engine ray builds the generator on each worker from the config; drop the injected one")
-    spec = TaskSpec(
-        "rollouts",
-        config.model,
-        {"backend": config.backend, "generator": config.generator_options(), "n": n, "sampling": sampling},
-    )
+    spec = generation_task(config.backend, config.model, config.generator_options(), n=n, sampling=sampling)
     chunks = [pending[start : start + bs] for start in range(0, len(pending), bs)]
     packed = [(chunk, [unique[k] for k in chunk]) for chunk in chunks]
     shard: list[dict[str, Any]] = []

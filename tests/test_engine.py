@@ -1,11 +1,13 @@
-"""The map engines (curate/engine.py): Ray and local give identical features, token losses and rollouts, share
-one cache (a half-done Ray run resumes locally with only the rest computed), and reject bad settings."""
+"""The map engines (curate/engine.py): Ray and local give identical features, token losses, rollouts and Condor
+LLM calls, share one cache (a half-done Ray run resumes locally with only the rest computed, and the other way
+round), and reject bad settings."""
 
 from __future__ import annotations
 
 import sys
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import ray
 
@@ -15,6 +17,11 @@ from curate.errors import CurateError
 from curate.generation import HFGenerator
 from curate.rollout import RolloutConfig, generate_rollouts
 from curate.scoring import extract_features, token_losses
+from curate.store import Store
+from curate.synth.condor import CondorConfig, synth_condor
+from curate.synth.tree import save_tree
+from tests.openai_server import OpenAIServer
+from tests.test_condor import CHESS, SOUR, TWO_TAGS, ScriptedGenerator
 
 # Two workers, two CPUs: the machine's size; enough to show results arriving from a pool in any order.
 RAY = {"engine": "ray", "num_workers": 2}
@@ -110,6 +117,114 @@ def test_injected_generator_is_refused_under_ray(tmp_path, tiny_model_path):
     # The plain generator the config describes is fine (DifficultySelector passes one): the workers build the same.
     out = generate_rollouts(v, config, store=v.store, generator=HFGenerator(tiny_model_path))
     assert out.column("id").to_pylist() == ["q-0"]
+
+
+# ================================================================================================ Condor
+class CritiquesFail(OpenAIServer):
+    """The scripted server, except that while ``refuse`` is set every critique request is refused (400, not
+    retried): a run that dies after its questions and answers are done."""
+
+    refuse = True
+
+    def _handle(self, body):
+        if self.refuse and "[Critique Start]" in body["messages"][-1]["content"]:
+            with self._lock:
+                self.requests.append(body)
+            return 400, {"error": {"message": "refused", "type": "invalid_request_error"}}, {}
+        return super()._handle(body)
+
+
+def condor_kw(tmp_path, base_url: str) -> dict:
+    # batch 2: the 6 answers, critiques and refines are three batches each, spread over both workers
+    tree = str(save_tree(TWO_TAGS, tmp_path / "two.yaml"))
+    return {
+        "tree": tree,
+        "tasks": ("domain_qa",),
+        "backend": "openai",
+        "base_url": base_url,
+        "model": "scripted-7b",
+        "temperature": 0.0,
+        "max_tokens": 64,
+        "batch_size": 2,
+    }
+
+
+def llm_stats(v) -> dict:
+    return {stage: st["generated"] for stage, st in v.manifest["stats"]["llm"].items()}
+
+
+def test_condor_identical_under_ray_and_local_and_a_killed_ray_run_resumes_locally(tmp_path):
+    with OpenAIServer(ScriptedGenerator()) as server:
+        kw = condor_kw(tmp_path, server.base_url)
+        local = synth_condor(name="cd", store=tmp_path / "local", **kw)
+        n_local = len(server.requests)
+        remote = synth_condor(name="cd", store=tmp_path / "ray", **kw, **RAY)
+        assert len(server.requests) - n_local == n_local == 2 + 6 + 6 + 6  # every stage, once, from the workers
+        assert llm_stats(remote) == {"questions": 2, "answers": 6, "critiques": 6, "refines": 6}
+    # The engine is not part of the recipe: same version id, same rows, same decisions.
+    assert remote.id == local.id
+    rows = local.to_pylist()
+    assert [(tuple(r["tag_path"]), r["difficulty"]) for r in rows] == [
+        (path, d) for path in (SOUR, CHESS) for d in ("easy", "medium", "hard")
+    ]
+    assert all(r["response_refined"] == f"Improved: {r['question']}" for r in rows)
+    assert remote.to_pylist() == rows
+    assert remote.decisions().to_pylist() == local.decisions().to_pylist()
+
+    # A Ray run that dies at its critiques keeps its questions and answers; a local run finishes the rest.
+    # (The same server throughout: its URL is part of the generator identity, so of the cache key.)
+    store = Store(tmp_path / "resumed")
+    with CritiquesFail(ScriptedGenerator()) as server:
+        kw = condor_kw(tmp_path, server.base_url)
+        with pytest.raises(CurateError, match=r"^generate on a Ray worker: .*refused") as failed:
+            synth_condor(name="cd", store=store, **kw, **RAY)
+        assert "\n" not in str(failed.value)  # one line, not Ray's traceback
+        assert store.datasets() == []
+        server.refuse = False
+        resumed = synth_condor(name="cd", store=store, **kw)
+    assert llm_stats(resumed) == {"questions": 0, "answers": 0, "critiques": 6, "refines": 6}
+    assert resumed.to_pylist() == rows
+
+
+def llm_cache(store_root) -> dict[str, dict]:
+    """Every cached LLM reply of a store, by key."""
+    rows = {}
+    for shard in sorted((store_root / "cache" / "llm").rglob("shard-*.parquet")):
+        rows.update({r["key"]: r for r in pq.read_table(shard).to_pylist()})
+    return rows
+
+
+def test_condor_sampling_on_a_model_identical_under_ray_and_local(tmp_path, tiny_model_path):
+    # The tiny random model writes noise, so little survives parsing: what is compared is every sampled reply
+    # (seeded, temperature 0.7) and every decision. 2 tags x 2 tasks x 2 samples, one prompt per batch.
+    tree = str(save_tree(TWO_TAGS, tmp_path / "two.yaml"))
+    kw = {
+        "tree": tree,
+        "model": tiny_model_path,
+        "tasks": ("daily_chat", "creation"),
+        "per_tag": 2,
+        "max_tokens": 12,
+        "batch_size": 1,
+        "seed": 3,
+        "lenient": True,
+    }
+    local = synth_condor(name="cd", store=tmp_path / "local", **kw)
+    remote = synth_condor(name="cd", store=tmp_path / "ray", **kw, **RAY)
+    assert remote.id == local.id
+    assert remote.decisions().to_pylist() == local.decisions().to_pylist()
+    assert remote.to_pylist() == local.to_pylist()
+    a, b = llm_cache(tmp_path / "local"), llm_cache(tmp_path / "ray")
+    assert len(a) >= 4 and a == b
+    texts = [t for r in a.values() for t in r["texts"]]
+    assert len(set(texts)) == len(texts)  # sampled: every reply differs
+
+
+def test_condor_engine_settings_stay_out_of_the_recipe():
+    assert CondorConfig(engine="ray", num_workers=4, gpus_per_worker=1).recipe() == CondorConfig().recipe()
+    with pytest.raises(CurateError, match="--engine 'dask'"):
+        CondorConfig(engine="dask")
+    with pytest.raises(CurateError, match="need --engine ray"):
+        CondorConfig(num_workers=2)
 
 
 def test_bad_engine_settings():

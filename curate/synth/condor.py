@@ -28,10 +28,15 @@ Departures from the paper:
 
 Every LLM call is cached under ``<store>/cache/llm/`` by (generator identity, sampling settings, prompt, n), one
 shard per batch, so a killed run resumes where it stopped and a re-run with another ``--name`` generates nothing.
+The calls are batch maps run by ``curate.engine``: in this process by default, or with ``--engine ray`` on a Ray
+actor pool whose workers each load the model once; the same batches give the same replies into the same cache, so
+the version is the same either way and a run of either kind resumes the other's.
 
     curate synth condor --name condor-demo --limit 12 --tasks daily_chat,domain_qa --max-tokens 256 --lenient
     curate synth condor --name condor-big --backend openai --base-url http://localhost:8000/v1 \
         --model Qwen/Qwen2.5-7B-Instruct
+    curate synth condor --name condor-ray --model /models/Qwen2.5-7B-Instruct --engine ray --num-workers 8 \
+        --gpus-per-worker 1
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from curate.engine import Engine, run_batches
 from curate.errors import CurateError
 from curate.records import MESSAGES, row_id
 from curate.store import Store, Version, validate_name
@@ -51,6 +57,8 @@ from curate.synth import prompts as P
 from curate.synth.tree import TagPath, expand, interleaved_leaves, load_tree, tree_hash
 
 DATA_SOURCE = "condor"
+#: settings that change where and how fast the calls run, never what they return; kept out of version ids
+EXECUTION_ONLY = ("batch_size", "engine", "ray_address", "num_workers", "gpus_per_worker")
 CRITIQUE = pa.struct(
     [("strength", pa.string()), ("weakness", pa.string()), ("suggestion", pa.string()), ("text", pa.string())]
 )
@@ -129,6 +137,15 @@ class CondorConfig:
     """Prompts per generate call, and per cache shard (what a killed run can lose)."""
     seed: int = 0
     """Base sampling seed; every (prompt, sample) derives its own seed from it."""
+    engine: str = "local"
+    """Where the LLM calls run: ``local`` (this process) or ``ray`` (an actor pool, each worker loading the model
+    once); does not change the version id."""
+    ray_address: str | None = None
+    """Ray cluster address (``--engine ray``; none: start or join a local Ray); does not change the version id."""
+    num_workers: int = 1
+    """Ray workers (``--engine ray``); does not change the version id."""
+    gpus_per_worker: float = 0.0
+    """GPUs per Ray worker (``--engine ray``); does not change the version id."""
 
     def __post_init__(self) -> None:
         from curate.generation import GENERATORS
@@ -165,11 +182,19 @@ class CondorConfig:
             raise CurateError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.dedup_threshold <= 1:
             raise CurateError(f"--dedup-threshold must be in (0, 1], got {self.dedup_threshold}")
+        self.runner()
+
+    def runner(self) -> Engine:
+        """Where the LLM calls run (``curate.engine``)."""
+        return Engine(self.engine, self.ray_address, self.num_workers, self.gpus_per_worker)
+
+    def generator_options(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "batch_size": self.batch_size}
 
     def recipe(self) -> dict[str, Any]:
         """The fields that decide the output (the tree by content, the model by identity, elsewhere)."""
         d = dataclasses.asdict(self)
-        for k in ("tree", "model", "backend", "base_url", "embedder", "batch_size"):
+        for k in ("tree", "model", "backend", "base_url", "embedder", *EXECUTION_ONLY):
             d.pop(k)
         d["tasks"], d["difficulties"] = list(self.tasks), list(self.difficulties)
         return d
@@ -194,7 +219,9 @@ class CachedLLM:
     """A generator behind the ``llm`` row cache: replies are keyed by (identity, sampling, prompt, n).
 
     Misses go to the generator ``batch_size`` prompts per ``generate`` call, and each batch is published as a cache
-    shard at once, so a killed run loses at most one batch.
+    shard at once, so a killed run loses at most one batch. With ``engine`` ``ray`` the batches go to a Ray actor
+    pool instead, each worker building the generator ``task`` describes (``{"backend", "model", "options"}``)
+    once; the batches, the cache and so the replies are the same either way.
 
     Example:
         >>> llm = CachedLLM(make_generator("hf"), store, Sampling(max_tokens=64), batch_size=16)   # doctest: +SKIP
@@ -209,10 +236,15 @@ class CachedLLM:
         *,
         batch_size: int = 16,
         identity: dict[str, Any] | None = None,
+        engine: Engine | None = None,
+        task: dict[str, Any] | None = None,
     ):
         from curate.cache import RowCache, settings_key
 
         self.generator, self.sampling, self.batch_size = generator, sampling, batch_size
+        self.engine, self.task = engine or Engine(), task
+        if self.engine.is_ray and task is None:
+            raise CurateError("--engine ray: the workers need the generator's backend, model and options")
         settings = {"generator": identity or generator.identity(), "sampling": sampling.as_dict()}
         self.cache = RowCache(store, "llm", settings_key(settings), settings)
         self.stats: dict[str, StageStats] = {}
@@ -236,23 +268,45 @@ class CachedLLM:
         st.prompts += len(prompts)
         st.cached += len(prompts) - sum(1 for k in keys if k in todo)
         pending = list(todo.items())
+        chunks = [pending[start : start + self.batch_size] for start in range(0, len(pending), self.batch_size)]
+        packed = [([k for k, _ in chunk], [p for _, p in chunk]) for chunk in chunks]
+        spec = None
+        if self.engine.is_ray:
+            from curate.generation import generation_task
+
+            t = self.task or {}
+            spec = generation_task(t["backend"], t["model"], t["options"], n=n, sampling=self.sampling)
+        shard: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            if shard:
+                self.cache.write(shard)
+                done.update({r["key"]: r for r in shard})
+                st.generated += len(shard)
+            shard.clear()
+
+        def generate(batch: list[list[dict[str, str]]]) -> list[Any]:
+            return self.generator.generate(batch, n=n, sampling=self.sampling)
+
         with progress(f"condor {stage}", len(pending)) as advance:
-            for start in range(0, len(pending), self.batch_size):
-                chunk = pending[start : start + self.batch_size]
-                outs = self.generator.generate([p for _, p in chunk], n=n, sampling=self.sampling)
-                rows = [
-                    {
-                        "key": k,
-                        "texts": [c.text for c in cs],
-                        "finish": [c.finish_reason for c in cs],
-                        "tokens": [int(c.tokens) for c in cs],
-                    }
-                    for (k, _), cs in zip(chunk, outs, strict=True)
-                ]
-                self.cache.write(rows)
-                done.update({r["key"]: r for r in rows})
-                st.generated += len(chunk)
-                advance(len(chunk))
+            try:
+                # Ray hands results back in any order; a shard holds a batch's worth of replies either way.
+                for k, cs in run_batches(packed, spec=spec, engine=self.engine, fn=None if spec else generate):
+                    if len(cs) != n:
+                        raise CurateError(f"condor {stage}: the backend returned {len(cs)} replies, expected {n}")
+                    shard.append(
+                        {
+                            "key": k,
+                            "texts": [c.text for c in cs],
+                            "finish": [c.finish_reason for c in cs],
+                            "tokens": [int(c.tokens) for c in cs],
+                        }
+                    )
+                    advance(1)
+                    if len(shard) >= self.batch_size:
+                        flush()
+            finally:
+                flush()  # whatever finished survives an interrupted run
         replies = []
         for k in keys:
             r = done[k]
@@ -346,7 +400,7 @@ def synth_condor(
     >>> v.to_pylist()[0]["messages"]                                                            # doctest: +SKIP
     """
     from curate.api import get_store
-    from curate.generation import Sampling, make_generator
+    from curate.generation import GENERATORS, Sampling, make_generator
     from curate.models import resolve
 
     if overrides:
@@ -360,7 +414,11 @@ def synth_condor(
     validate_name(name)
 
     seed_tree = load_tree(config.tree)
-    generator = make_generator(config.backend, config.model, base_url=config.base_url, batch_size=config.batch_size)
+    generator = make_generator(config.backend, config.model, **config.generator_options())
+    runner = config.runner()
+    if runner.is_ray and type(generator) is not GENERATORS[config.backend]:
+        # Ray workers build their own generator from the config; a substituted one would not be what runs there.
+        raise CurateError("--engine ray builds the generator on each worker from the config; drop the injected one")
     identity = generator.identity()
     embedder_id = resolve(config.embedder).identity
     op = {
@@ -376,7 +434,8 @@ def synth_condor(
         return hit
 
     sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
-    llm = CachedLLM(generator, s, sampling, batch_size=config.batch_size, identity=identity)
+    task = {"backend": config.backend, "model": config.model, "options": config.generator_options()}
+    llm = CachedLLM(generator, s, sampling, batch_size=config.batch_size, identity=identity, engine=runner, task=task)
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
