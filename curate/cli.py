@@ -2,7 +2,8 @@
 
 Options of ``select``, ``rollout``, ``train`` and ``synth`` derive from the selector's ``__init__`` or the op's
 config dataclass (``keep_per_prompt`` -> ``--keep-per-prompt``), so the CLI, the Python API and the YAML
-pipelines can never disagree. ``curate methods`` lists every method with its options.
+pipelines can never disagree. ``curate methods`` lists every selector with its options; ``--help`` on
+``rollout``, ``train sft|grpo`` and ``synth condor`` lists theirs, with each field's docstring.
 """
 
 from __future__ import annotations
@@ -136,6 +137,57 @@ def _params_doc(target: Any) -> list[tuple[str, str, str]]:
 
 def _type_name(t: Any) -> str:
     return str(t).replace("typing.", "") if not isinstance(t, type) else t.__name__
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a config dataclass, first paragraph, on one line."""
+    import ast
+    import textwrap
+
+    try:
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+    except (OSError, TypeError, IndexError, AttributeError):
+        return {}
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split("\n\n")[0].split())
+    return docs
+
+
+def _options_command(target: str) -> type:
+    """A command class whose ``--help`` also lists the flags derived from ``target`` (``module:Config``)."""
+    from typer.core import TyperCommand
+
+    class DerivedOptions(TyperCommand):
+        def format_help(self, ctx: Any, formatter: Any) -> None:
+            import importlib
+
+            from rich.markup import escape
+
+            super().format_help(ctx, formatter)
+            module, name = target.split(":")
+            cls = getattr(importlib.import_module(module), name)
+            docs = _field_docs(cls)
+            t = Table("option", "type", "default", "what it does", title=f"Options (from {name})")
+            defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+            for flag, typ, default in _params_doc(cls):
+                field = flag[2:].replace("-", "_")
+                if isinstance(defaults.get(field), tuple):  # as typed on the command line
+                    default = ",".join(map(str, defaults[field]))
+                cells = (flag, typ, default, docs.get(field, "").replace("``", ""))
+                t.add_row(*map(escape, cells))  # the docs hold brackets ("[tags]") that are not rich markup
+            Console().print(t)
+            if switches := [flag for flag, typ, _ in _params_doc(cls) if typ == "bool"]:
+                Console().print(f"Switch a boolean off with --no-FLAG (e.g. --no-{switches[0][2:]}).", markup=False)
+
+    return DerivedOptions
 
 
 # ------------------------------------------------------------------------------------------ data commands
@@ -372,7 +424,7 @@ def select_cmd(
     )
 
 
-@app.command("rollout", context_settings=EXTRA)
+@app.command("rollout", context_settings=EXTRA, cls=_options_command("curate.rollout:RolloutConfig"))
 def rollout_cmd(ctx: typer.Context, ref: str, name: Optional[str] = typer.Option(None, "--name")):  # noqa: UP045
     """Sample completions with rewards: curate rollout REF --n 8 --name OUT [--model M --backend B ...]."""
     from curate.rollout import RolloutConfig, rollout
@@ -382,7 +434,7 @@ def rollout_cmd(ctx: typer.Context, ref: str, name: Optional[str] = typer.Option
     out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={json.dumps(v.manifest.get('stats', {}))[:300]}")
 
 
-@train_app.command("sft", context_settings=EXTRA)
+@train_app.command("sft", context_settings=EXTRA, cls=_options_command("curate.train.sft:SFTConfig"))
 def train_sft_cmd(ctx: typer.Context, ref: str):
     """Supervised fine-tuning on a store version: curate train sft REF --model M --out DIR."""
     from curate.train import sft
@@ -394,7 +446,7 @@ def train_sft_cmd(ctx: typer.Context, ref: str):
     out.print(f"[green]done[/] {result}")
 
 
-@train_app.command("grpo", context_settings=EXTRA)
+@train_app.command("grpo", context_settings=EXTRA, cls=_options_command("curate.train.grpo:GRPOConfig"))
 def train_grpo_cmd(ctx: typer.Context, ref: str):
     """GRPO on a prompts version: curate train grpo REF --model M --reward R --out DIR."""
     from curate.train import grpo
@@ -404,7 +456,7 @@ def train_grpo_cmd(ctx: typer.Context, ref: str):
     out.print(f"[green]done[/] {result}")
 
 
-@synth_app.command("condor", context_settings=EXTRA)
+@synth_app.command("condor", context_settings=EXTRA, cls=_options_command("curate.synth.condor:CondorConfig"))
 def synth_condor_cmd(ctx: typer.Context, name: str = typer.Option(..., "--name")):
     """Condor knowledge-tree synthesis with self-reflection refinement."""
     from curate.synth.condor import CondorConfig, synth_condor

@@ -61,6 +61,8 @@ def test_tour(tmp_path):
         ["select", "gsm8k", "--method", "nosuch", "--name", "x"],
         ["select", "gsm8k", "--method", "random", "--name", "x"],
         ["select", "gsm8k", "--method", "random", "--budget", "3", "--bogus", "1", "--name", "x"],
+        ["synth", "condor", "--name", "x", "--engine", "dask"],
+        ["synth", "condor", "--name", "x", "--num-workers", "2"],
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line_and_no_change(tmp_path, args):
@@ -203,3 +205,20 @@ def test_rl_and_train_commands(tmp_path, tiny_model_path):
     page = tmp_path / "r.html"
     run(s, "report", "cur", "--out", str(page))
     assert "Curriculum stages" in page.read_text()
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("synth", "condor"), ["--engine", "--num-workers", "--no-FLAG (e.g. --no-refine)", "topic -> [tags]"]),
+        (("rollout",), ["--n ", "--reward", "--engine", "--gpus-per-worker"]),
+        (("train", "sft"), ["--grad-accum", "--max-steps", "Peak learning rate (AdamW)."]),
+        (("train", "grpo"), ["--prompts-per-step", "--reward"]),
+    ],
+)
+def test_help_lists_the_options_derived_from_the_config(tmp_path, command, expected):
+    # The flags come from the config dataclass, so --help reads them (and their docs) from there too.
+    p = run(tmp_path / "s", *command, "--help")
+    for text in expected:
+        assert text in p.stdout, (text, p.stdout)
+    assert "``" not in p.stdout
