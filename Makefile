@@ -36,6 +36,9 @@ bench: setup
 	$(PY) benchmarks/fisher_synthetic.py --quick
 	$(PY) benchmarks/rollout.py --quick
 	$(PY) benchmarks/train.py --quick
+	$(PY) benchmarks/token_clean.py --quick
+	$(PY) benchmarks/engine.py --quick
+	$(PY) benchmarks/engine.py --quick --task generate
 
 lint: setup
 	$(VENV)/bin/ruff check .
