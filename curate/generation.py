@@ -345,7 +345,7 @@ class VLLMGenerator(Generator):
             raise CurateError("backend vllm needs `pip install curate[vllm]`") from None
         import torch
 
-        from curate.models import load_tokenizer, prepare, resolve
+        from curate.models import load_tokenizer, resolve
 
         self.model_name = str(model)
         resolved = resolve(self.model_name)
@@ -360,7 +360,19 @@ class VLLMGenerator(Generator):
         self.dtype = dtype
         self.tokenizer = load_tokenizer(self.model_name)
         self._vllm = vllm
-        self.llm = vllm.LLM(model=str(prepare(resolved)), **kwargs)
+        self._llm_args = (resolved, kwargs)
+        self._llm: Any = None
+
+    @property
+    def llm(self) -> Any:
+        # Built on first use: a fully cached run, and the driver of an --engine ray run (whose workers generate),
+        # never start an engine or claim GPU memory.
+        if self._llm is None:
+            from curate.models import prepare
+
+            resolved, kwargs = self._llm_args
+            self._llm = self._vllm.LLM(model=str(prepare(resolved)), **kwargs)
+        return self._llm
 
     def identity(self) -> dict[str, Any]:
         from curate.models import chat_template_hash, resolve

@@ -4,6 +4,7 @@ openai backend against a real local HTTP server (retries, Retry-After, fallbacks
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -250,3 +251,18 @@ def test_openai_needs_a_key_or_base_url(monkeypatch):
         OpenAIGenerator("gpt-x")
     monkeypatch.setenv("CURATE_API_KEY", "k")
     assert OpenAIGenerator("gpt-x").client.api_key == "k"
+
+
+def test_vllm_engine_starts_on_first_generate_only(monkeypatch, tiny_model_path):
+    # vllm is not installed here: a stand-in module records engine starts. What is under test is curate's side:
+    # identity() (what the cache key and the driver of an --engine ray run need) never starts an engine.
+    import types
+
+    started = []
+    fake = types.ModuleType("vllm")
+    fake.LLM = lambda **kw: started.append(kw) or "engine"
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    g = make_generator("vllm", tiny_model_path, dtype="float32")
+    assert g.identity()["backend"] == "vllm" and started == []
+    assert g.llm == "engine" and g.llm == "engine"  # built once, on first use
+    assert len(started) == 1 and started[0]["dtype"] == "float32" and started[0]["model"] == tiny_model_path
