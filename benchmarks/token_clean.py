@@ -10,10 +10,11 @@ the cache; the losses are asserted equal (on the positions both computed). Token
 tokens scored; the speed-up is also given in CPU seconds, steadier than wall seconds when other jobs share the
 machine. The last column is a second `token_losses` call: every row a cache hit.
 
-`token_losses` runs at the default `batch_tokens=4096` and at 1024: on a CPU a bigger batch computes no faster
-per position, and with few rows of very different lengths a 4096-token batch packs short rows with a long one
-(24 sample-sft rows: 6,153 positions for 3,541 tokens at 4096, 4,223 at 1024). On a GPU, or on a large
-dataset where neighbours in length order have similar lengths, the larger batch costs little padding.
+`token_losses` runs at `batch_tokens=4096` (its GPU default) and 1024 (its CPU default): on a CPU a bigger
+batch computes no faster per position, and with few rows of very different lengths a 4096-token batch packs
+short rows with a long one (24 sample-sft rows: 6,153 positions for 3,541 tokens at 4096, 4,223 at 1024). On a
+GPU, or on a large dataset where neighbours in length order have similar lengths, the larger batch costs little
+padding.
 
 Threads: 1 by default (`--threads`): on this shared 2-core machine another job holding a core made a 2-thread
 forward ~10x slower than a 1-thread one; both sides always use the same setting.

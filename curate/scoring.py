@@ -483,7 +483,7 @@ def token_losses(
     *,
     model: str,
     store: Store | str | None = None,
-    batch_tokens: int = 4096,
+    batch_tokens: int | None = None,
     stats: dict[str, int] | None = None,
     shard_rows: int = 256,
     keep_loaded: bool = True,
@@ -497,7 +497,8 @@ def token_losses(
     Row i's array has one entry per token of the ids ``models.assistant_token_mask`` gives (prompt and response,
     cut to the tokenizer's ``model_max_length``); index j holds -log p(token j | tokens < j) (natural log), and
     index 0, which nothing precedes, holds 0.0, as in the Token Cleaning code's realignment ``[0] + loss[:-1]``.
-    One forward pass per row and no backward, in length-sorted batches of ``batch_tokens``; the LM head runs in
+    One forward pass per row and no backward, in length-sorted batches of ``batch_tokens`` (default: 1024 padded
+    tokens on a CPU, 4096 on a GPU, as for ``extract_features``); the LM head runs in
     chunks and keeps only the target token's log-prob, so memory stays far below tokens x vocab. Arrays are
     stored ragged and cached like ``extract_features`` (per model identity, tokenizer, row content), so a second
     run, or the finished rows of a killed one, cost no forward pass; ``stats`` gets ``computed`` and ``cached``.
@@ -519,7 +520,8 @@ def token_losses(
     runner = Engine(engine, ray_address, num_workers, gpus_per_worker)
     tokenizer = load_tokenizer(model)
     # The compute dtype follows where the forward passes run (GPU workers: bf16); it is in the cache key.
-    dtype = torch.bfloat16 if default_device().startswith("cuda") or runner.uses_gpu else torch.float32
+    on_gpu = default_device().startswith("cuda") or runner.uses_gpu
+    dtype = torch.bfloat16 if on_gpu else torch.float32
     limit = _max_length(tokenizer)
     settings = {
         "what": "next-token loss of every token, index j = -log p(token j | tokens < j), index 0 = 0",
@@ -544,7 +546,7 @@ def token_losses(
         cache,
         prepare=prepare,
         length=len,
-        batch_tokens=batch_tokens,
+        batch_tokens=batch_tokens or (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS),
         shard_rows=shard_rows,
         stats=stats,
         desc=f"token losses ({model})",

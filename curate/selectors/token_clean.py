@@ -223,7 +223,7 @@ class TokenCleanSelector(Selector):
         ref_lr: float = 2e-5,
         ref_batch_size: int = 8,
         store_scores: bool = False,
-        batch_tokens: int = 4096,
+        batch_tokens: int | None = None,
         engine: str = "local",
         ray_address: str | None = None,
         num_workers: int = 1,
