@@ -239,6 +239,24 @@ def reward_name(spec: str | RewardFn) -> str:
     return f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__qualname__', repr(spec))}"
 
 
+def reward_source(spec: str | RewardFn) -> str | None:
+    """A hash of a user reward function's source, so editing it changes the version id (built-ins: None).
+
+    >>> reward_source("math") is None
+    True
+    """
+    import hashlib
+    import inspect
+
+    if isinstance(spec, str) and spec in REWARDS:
+        return None
+    fn = get_reward(spec)
+    try:
+        return hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return None
+
+
 def check_reward_value(value: object) -> float:
     """``value`` as a finite float, or ``ValueError`` (NaN, inf, not a number)."""
     try:

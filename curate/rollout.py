@@ -24,8 +24,6 @@ from the cached completions (cheap), so changing ``--reward`` regenerates nothin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ from curate.engine import Engine, run_batches
 from curate.errors import CurateError
 from curate.generation import GENERATORS, Generator, Sampling, generation_task, make_generator
 from curate.models import DEFAULT_LM
-from curate.rewards import check_reward_value, get_reward, needs_answer, reward_name
+from curate.rewards import check_reward_value, get_reward, needs_answer, reward_name, reward_source
 from curate.store import Store, Version
 
 #: a sample passes when its reward exceeds this (binary rewards: correct; graded PODS-style rewards: correct)
@@ -357,17 +355,6 @@ def prompt_stats(rollouts: pa.Table) -> pa.Table:
     )
 
 
-def _reward_source(spec: str) -> str | None:
-    """A hash of a user reward function's source, so editing it changes the version id (built-ins: None)."""
-    fn = get_reward(spec)
-    if spec in ("math", "exact", "contains"):
-        return None
-    try:
-        return hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
-    except (OSError, TypeError):
-        return None
-
-
 def _summary(table: pa.Table, stats: pa.Table, n: int) -> dict[str, Any]:
     rates = np.asarray(stats.column("pass_rate").to_pylist(), dtype=np.float64)
     edges = np.linspace(0.0, 1.0, 11)
@@ -426,7 +413,7 @@ def rollout(
         "name": "rollout",
         "config": recipe,
         "generator": generator.identity(),
-        "reward_source": _reward_source(config.reward),
+        "reward_source": reward_source(config.reward),
     }
     if (hit := s.lookup(name, [parent], op)) is not None:
         return hit

@@ -205,7 +205,8 @@ class DifficultySelector(Selector):
         # Before check_input the input kind is unknown; assume rollouts run, so the id never misses the model.
         if not getattr(self, "runs_rollouts_", True):
             return {}
-        from curate.rollout import EXECUTION_ONLY, _reward_source
+        from curate.rewards import reward_source
+        from curate.rollout import EXECUTION_ONLY
 
         # The same recipe `curate rollout` hashes: generator identity (model weights, chat template), sampling
         # settings, and the source of a user reward function.
@@ -213,7 +214,7 @@ class DifficultySelector(Selector):
         return {
             "generator": self.generator().identity(),
             "rollout": {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_ONLY},
-            "reward_source": _reward_source(config.reward),
+            "reward_source": reward_source(config.reward),
         }
 
     def _check_params(self) -> None:
