@@ -168,24 +168,33 @@ def _options_command(target: str) -> type:
     class DerivedOptions(TyperCommand):
         def format_help(self, ctx: Any, formatter: Any) -> None:
             import importlib
+            import io
+            import shutil
 
+            import typer.core
             from rich.markup import escape
 
             super().format_help(ctx, formatter)
             module, name = target.split(":")
             cls = getattr(importlib.import_module(module), name)
             docs = _field_docs(cls)
+            params = _params_doc(cls)
             t = Table("option", "type", "default", "what it does", title=f"Options (from {name})")
             defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-            for flag, typ, default in _params_doc(cls):
+            for flag, typ, default in params:
                 field = flag[2:].replace("-", "_")
                 if isinstance(defaults.get(field), tuple):  # as typed on the command line
                     default = ",".join(map(str, defaults[field]))
                 cells = (flag, typ, default, docs.get(field, "").replace("``", ""))
                 t.add_row(*map(escape, cells))  # the docs hold brackets ("[tags]") that are not rich markup
-            Console().print(t)
-            if switches := [flag for flag, typ, _ in _params_doc(cls) if typ == "bool"]:
-                Console().print(f"Switch a boolean off with --no-FLAG (e.g. --no-{switches[0][2:]}).", markup=False)
+            rich_help = typer.core.HAS_RICH and self.rich_markup_mode is not None
+            # Rich help is printed as it is made; plain click help is buffered in the formatter, so join it there.
+            console = Console() if rich_help else Console(file=io.StringIO(), width=shutil.get_terminal_size().columns)
+            console.print(t)
+            if switches := [flag for flag, typ, _ in params if typ == "bool"]:
+                console.print(f"Switch a boolean off with --no-FLAG (e.g. --no-{switches[0][2:]}).", markup=False)
+            if not rich_help:
+                formatter.write("\n" + console.file.getvalue())
 
     return DerivedOptions
 

@@ -3,11 +3,16 @@
 Feature extraction, per-token losses, rollouts and the synthesizer's LLM calls are maps over rows whose results
 go into resumable ``RowCache`` shards. The driver always decides which rows are missing, packs them into batches
 and writes the shards; only the per-batch work moves. That work is a picklable ``TaskSpec`` (what to compute and
-its settings, never a closure) run by a ``Worker`` that loads the model once and keeps it: the local engine calls
-one Worker in-process, the Ray engine hands the same batches to a Ray Data actor pool (``map_batches`` with a
-pool of ``num_workers`` actors) and streams results back, in any order, keyed by row key. The same batches run the
-same code either way, so both engines give identical values and share one cache: a killed cluster run resumes
-locally and the other way round. Engine settings never enter a cache key or a version id.
+its settings, never a closure) run by a ``Worker`` that loads the model once and keeps it: the local engine runs
+the batches in-process (a Worker, or for generation the caller's own generator, built from the same settings),
+the Ray engine hands the same batches to a Ray Data actor pool (``map_batches`` with a pool of ``num_workers``
+actors) and streams results back, in any order, keyed by row key. The same batches run the same code either way,
+so both engines give identical values and share one cache: a killed cluster run resumes locally and the other way
+round. Engine settings never enter a cache key or a version id. Each ``run_batches`` call starts its own pool, so
+a workflow of several dependent maps (Condor's stages) loads the model once per map per worker.
+
+A failure in a worker's batch, or a worker that dies, ends the run with a one-line ``CurateError``; the rows the
+driver already received are in the cache.
 
 Ray is an optional extra (``pip install curate[ray]``), imported only when ``engine="ray"``.
 
@@ -124,7 +129,7 @@ class Worker:
             try:
                 results = self.run(pickle.loads(payload))
             except Exception as e:  # sent back as a row: Ray would bury the message under its own traceback
-                error = str(e) if isinstance(e, CurateError) else f"{type(e).__name__}: {e}"
+                error = _one_line(e)
                 keys_out, payload_out = [_FAILED], [pickle.dumps(error)]
                 break
             keys_out.extend(keys)
@@ -194,7 +199,17 @@ def run_batches(
         num_cpus=1,
         **resources,
     )
-    for row in mapped.iter_rows():
-        if row["key"] == _FAILED:
-            raise CurateError(f"{spec.kind} on a Ray worker: {pickle.loads(row['payload'])}")
-        yield str(row["key"]), pickle.loads(row["payload"])
+    try:
+        for row in mapped.iter_rows():
+            if row["key"] == _FAILED:
+                raise CurateError(f"{spec.kind} on a Ray worker: {pickle.loads(row['payload'])}")
+            yield str(row["key"]), pickle.loads(row["payload"])
+    except ray.exceptions.RayError as e:  # a worker died (out of memory, a crashed CUDA kernel) or Ray itself failed
+        raise CurateError(f"{spec.kind} on Ray: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException, limit: int = 500) -> str:
+    """An exception as one line: the message's whitespace collapsed, its type named unless it is a CurateError."""
+    text = " ".join(str(e).split())
+    text = text if isinstance(e, CurateError) else f"{type(e).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

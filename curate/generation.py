@@ -206,13 +206,14 @@ class HFGenerator(Generator):
         return self._model
 
     def identity(self) -> dict[str, Any]:
-        from curate.models import chat_template_hash, resolve
+        from curate.models import _as_dtype, chat_template_hash, default_device, resolve
 
         return {
             "backend": self.backend,
             "model": resolve(self.model_name).identity,
             "chat_template": chat_template_hash(self.tokenizer),
-            "dtype": self.dtype,
+            # What it computes in (given, or fp32 on CPU / bf16 on CUDA): fp32 and bf16 sample differently.
+            "dtype": str(_as_dtype(self.dtype, self.device or default_device())).removeprefix("torch."),
         }
 
     def _eos_ids(self) -> list[int]:
@@ -339,10 +340,6 @@ class VLLMGenerator(Generator):
         **llm_kwargs: Any,
     ):
         # batch_size is accepted for a uniform make_generator() call and unused: vLLM schedules its own batches.
-        try:
-            import vllm
-        except ImportError:
-            raise CurateError("backend vllm needs `pip install curate[vllm]`") from None
         import torch
 
         from curate.models import load_tokenizer, resolve
@@ -359,19 +356,24 @@ class VLLMGenerator(Generator):
             kwargs["max_model_len"] = max_model_len
         self.dtype = dtype
         self.tokenizer = load_tokenizer(self.model_name)
-        self._vllm = vllm
         self._llm_args = (resolved, kwargs)
         self._llm: Any = None
+        self._vllm: Any = None
 
     @property
     def llm(self) -> Any:
         # Built on first use: a fully cached run, and the driver of an --engine ray run (whose workers generate),
-        # never start an engine or claim GPU memory.
+        # need neither vLLM installed nor an engine holding GPU memory.
         if self._llm is None:
+            try:
+                import vllm
+            except ImportError:
+                raise CurateError("backend vllm needs `pip install curate[vllm]`") from None
             from curate.models import prepare
 
             resolved, kwargs = self._llm_args
-            self._llm = self._vllm.LLM(model=str(prepare(resolved)), **kwargs)
+            self._vllm = vllm
+            self._llm = vllm.LLM(model=str(prepare(resolved)), **kwargs)
         return self._llm
 
     def identity(self) -> dict[str, Any]:
@@ -387,6 +389,7 @@ class VLLMGenerator(Generator):
     def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
         from curate.models import prompt_ids
 
+        llm = self.llm  # starts the engine (and imports vllm) on first use
         encoded = [prompt_ids(self.tokenizer, p) for p in prompts]
         params = [
             self._vllm.SamplingParams(
@@ -399,7 +402,7 @@ class VLLMGenerator(Generator):
             )
             for p in prompts
         ]
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)
+        outputs = llm.generate([{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False)
         results = []
         for ids, out in zip(encoded, outputs, strict=True):
             results.append(
@@ -573,6 +576,19 @@ def _split_tokens(total: int | None, texts: list[str]) -> list[int]:
 # ---------------------------------------------------------------------------------------------- registry
 
 GENERATORS: dict[str, type[Generator]] = {"hf": HFGenerator, "vllm": VLLMGenerator, "openai": OpenAIGenerator}
+
+
+def engine_options(backend: str, engine: Any) -> dict[str, Any]:
+    """Generator options that pin, for a Ray run, what the driver cannot see: the workers' compute dtype (``hf``:
+    bf16 on GPU workers, else fp32), so the generator identity in the cache key is the one that generates.
+
+    >>> from curate.engine import Engine
+    >>> engine_options("hf", Engine("ray", gpus_per_worker=1)), engine_options("hf", Engine())
+    ({'dtype': 'bfloat16'}, {})
+    """
+    if backend != "hf" or not engine.is_ray:
+        return {}
+    return {"dtype": "bfloat16" if engine.uses_gpu else "float32"}
 
 
 def generation_task(backend: str, model: str, options: dict[str, Any], *, n: int, sampling: Sampling) -> Any:

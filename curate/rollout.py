@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from curate.engine import Engine, run_batches
 from curate.errors import CurateError
-from curate.generation import GENERATORS, Generator, Sampling, generation_task, make_generator
+from curate.generation import GENERATORS, Generator, Sampling, engine_options, generation_task, make_generator
 from curate.models import DEFAULT_LM
 from curate.rewards import check_reward_value, get_reward, needs_answer, reward_name, reward_source
 from curate.store import Store, Version
@@ -129,7 +129,7 @@ class RolloutConfig:
         return Engine(self.engine, self.ray_address, self.num_workers, self.gpus_per_worker)
 
     def generator_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"batch_size": self.batch_size}
+        opts: dict[str, Any] = {"batch_size": self.batch_size, **engine_options(self.backend, self.runner())}
         if self.backend == "openai":
             opts.update(base_url=self.base_url, concurrency=self.concurrency)
         return opts
@@ -242,9 +242,14 @@ def generate_rollouts(
     bs = int(config.batch_size)
     runner = config.runner()
     # Ray workers build their generator from the config, so an injected one may only be what the config builds.
-    same_model = getattr(generator, "model_name", None) == str(config.model)
-    plain = type(generator) is GENERATORS[config.backend] and same_model
-    if runner.is_ray and injected and not plain:
+    if (
+        runner.is_ray
+        and injected
+        and not (
+            type(generator) is GENERATORS[config.backend]
+            and settings["generator"] == config.make_generator().identity()
+        )
+    ):
         raise CurateError("--engine ray builds the generator on each worker from the config; drop the injected one")
     spec = generation_task(config.backend, config.model, config.generator_options(), n=n, sampling=sampling)
     chunks = [pending[start : start + bs] for start in range(0, len(pending), bs)]
@@ -252,10 +257,11 @@ def generate_rollouts(
     shard: list[dict[str, Any]] = []
 
     def flush() -> None:
-        if shard:
-            cache.write(shard)
-            cached.update({r["key"]: r for r in shard})
-        shard.clear()
+        rows = shard[:]
+        shard.clear()  # first: a write that fails is not retried by the flush in ``finally``
+        if rows:
+            cache.write(rows)
+            cached.update({r["key"]: r for r in rows})
 
     def generate(prompts: list[list[dict[str, str]]]) -> list[Any]:
         outs = generator.generate(prompts, n=n, sampling=sampling)

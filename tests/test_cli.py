@@ -222,3 +222,11 @@ def test_help_lists_the_options_derived_from_the_config(tmp_path, command, expec
     for text in expected:
         assert text in p.stdout, (text, p.stdout)
     assert "``" not in p.stdout
+
+
+def test_help_in_plain_click_mode_keeps_the_options_after_the_usage(tmp_path):
+    # TYPER_USE_RICH=0: click writes the help through its formatter; the derived options must follow, not precede.
+    env = {**os.environ, "COLUMNS": "200", "TYPER_USE_RICH": "0"}
+    cmd = [*CLI, "--store", str(tmp_path / "s"), "synth", "condor", "--help"]
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=True).stdout
+    assert text.index("Usage:") < text.index("Options (from CondorConfig)") < text.index("--num-workers")

@@ -21,7 +21,7 @@ from curate.store import Store
 from curate.synth.condor import CondorConfig, synth_condor
 from curate.synth.tree import save_tree
 from tests.openai_server import OpenAIServer
-from tests.test_condor import CHESS, SOUR, TWO_TAGS, ScriptedGenerator
+from tests.test_condor import CHESS, HARD, SOUR, TWO_TAGS, ScriptedGenerator
 
 # Two workers, two CPUs: the machine's size; enough to show results arriving from a pool in any order.
 RAY = {"engine": "ray", "num_workers": 2}
@@ -88,6 +88,11 @@ def test_rollouts_identical_under_ray_and_local(tmp_path, tiny_model_path):
     assert local.num_rows == 10
     assert remote.to_pylist() == local.to_pylist()
     assert len(set(local.column("completion").to_pylist())) > 1  # sampled, not all empty or equal
+    # One cache key for both engines (the workers' dtype is pinned in the identity): Ray finds all of a's done.
+    shards = sorted((a.store.root / "cache" / "rollouts").rglob("shard-*.parquet"))
+    again = generate_rollouts(a, RolloutConfig(**base, **RAY), store=a.store)
+    assert again.to_pylist() == local.to_pylist()
+    assert sorted((a.store.root / "cache" / "rollouts").rglob("shard-*.parquet")) == shards
 
 
 def test_worker_runs_the_same_code_in_process(tiny_model_path):
@@ -121,13 +126,14 @@ def test_injected_generator_is_refused_under_ray(tmp_path, tiny_model_path):
 
 # ================================================================================================ Condor
 class CritiquesFail(OpenAIServer):
-    """The scripted server, except that while ``refuse`` is set every critique request is refused (400, not
-    retried): a run that dies after its questions and answers are done."""
+    """The scripted server, except that critique requests whose prompt contains ``refuse`` are refused (400, not
+    retried; ``""`` refuses every critique, ``None`` none): a run that dies at its critiques."""
 
-    refuse = True
+    refuse: str | None = ""
 
     def _handle(self, body):
-        if self.refuse and "[Critique Start]" in body["messages"][-1]["content"]:
+        content = body["messages"][-1]["content"]
+        if self.refuse is not None and "[Critique Start]" in content and self.refuse in content:
             with self._lock:
                 self.requests.append(body)
             return 400, {"error": {"message": "refused", "type": "invalid_request_error"}}, {}
@@ -180,10 +186,39 @@ def test_condor_identical_under_ray_and_local_and_a_killed_ray_run_resumes_local
             synth_condor(name="cd", store=store, **kw, **RAY)
         assert "\n" not in str(failed.value)  # one line, not Ray's traceback
         assert store.datasets() == []
-        server.refuse = False
+        server.refuse = None
         resumed = synth_condor(name="cd", store=store, **kw)
     assert llm_stats(resumed) == {"questions": 0, "answers": 0, "critiques": 6, "refines": 6}
     assert resumed.to_pylist() == rows
+
+
+def test_condor_local_run_killed_mid_stage_resumes_on_ray(tmp_path):
+    # Critiques run in three batches of two, in candidate order; refusing the last question's critique kills the
+    # local run in its third batch, after two batches (four critiques) were cached. Ray then does only the rest.
+    store = Store(tmp_path / "s")
+    with CritiquesFail(ScriptedGenerator()) as server:
+        server.refuse = HARD.format(tag="Chess Openings")
+        kw = condor_kw(tmp_path, server.base_url)
+        with pytest.raises(CurateError, match="refused"):
+            synth_condor(name="cd", store=store, **kw)
+        assert store.datasets() == []
+        server.refuse = None
+        resumed = synth_condor(name="cd", store=store, **kw, **RAY)
+    assert llm_stats(resumed) == {"questions": 0, "answers": 0, "critiques": 2, "refines": 6}
+    st = resumed.manifest["stats"]["llm"]["critiques"]
+    assert st == {"prompts": 6, "cached": 4, "generated": 2, "truncated": 0}
+    assert len(resumed) == 6 and all(r["response_refined"].startswith("Improved: ") for r in resumed.to_pylist())
+
+
+def test_condor_refuses_a_substituted_generator_under_ray(tmp_path, monkeypatch):
+    import curate.generation
+
+    # Ray workers build the generator from the config; one swapped in on the driver would not be what runs there.
+    monkeypatch.setattr(curate.generation, "make_generator", lambda backend, model, **kw: ScriptedGenerator())
+    tree = str(save_tree(TWO_TAGS, tmp_path / "two.yaml"))
+    with pytest.raises(CurateError, match="drop the injected one"):
+        synth_condor(name="cd", store=tmp_path / "s", tree=tree, **RAY)
+    assert Store(tmp_path / "s").datasets() == []
 
 
 def llm_cache(store_root) -> dict[str, dict]:
@@ -196,7 +231,8 @@ def llm_cache(store_root) -> dict[str, dict]:
 
 def test_condor_sampling_on_a_model_identical_under_ray_and_local(tmp_path, tiny_model_path):
     # The tiny random model writes noise, so little survives parsing: what is compared is every sampled reply
-    # (seeded, temperature 0.7) and every decision. 2 tags x 2 tasks x 2 samples, one prompt per batch.
+    # (seeded, temperature 0.7) and every decision. 2 tags x 2 tasks x 2 samples; two prompts of different
+    # lengths per batch (left padding inside a batch), one batch per worker.
     tree = str(save_tree(TWO_TAGS, tmp_path / "two.yaml"))
     kw = {
         "tree": tree,
@@ -204,7 +240,7 @@ def test_condor_sampling_on_a_model_identical_under_ray_and_local(tmp_path, tiny
         "tasks": ("daily_chat", "creation"),
         "per_tag": 2,
         "max_tokens": 12,
-        "batch_size": 1,
+        "batch_size": 2,
         "seed": 3,
         "lenient": True,
     }

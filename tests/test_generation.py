@@ -156,9 +156,12 @@ def test_sampling_and_registry_errors():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
-def test_vllm_missing_is_a_clear_error():
+def test_vllm_missing_is_a_clear_error(tiny_model_path):
+    # Only generating needs vllm: the identity (all a cached run or a Ray driver asks for) does not.
+    g = make_generator("vllm", tiny_model_path)
+    assert g.identity()["backend"] == "vllm"
     with pytest.raises(CurateError, match=r"backend vllm needs `pip install curate\[vllm\]`"):
-        make_generator("vllm", "smollm2-135m")
+        g.generate([[{"role": "user", "content": "hi"}]], n=1, sampling=Sampling())
 
 
 # ------------------------------------------------------------------------------------------------ openai
@@ -266,3 +269,16 @@ def test_vllm_engine_starts_on_first_generate_only(monkeypatch, tiny_model_path)
     assert g.identity()["backend"] == "vllm" and started == []
     assert g.llm == "engine" and g.llm == "engine"  # built once, on first use
     assert len(started) == 1 and started[0]["dtype"] == "float32" and started[0]["model"] == tiny_model_path
+
+
+def test_hf_identity_names_the_dtype_it_computes_in(tiny_model_path):
+    # fp32 and bf16 sample differently, so the cache key must say which one ran (None would hide it).
+    from curate.engine import Engine
+    from curate.generation import engine_options
+
+    assert HFGenerator(tiny_model_path).identity()["dtype"] == "float32"  # this machine: CPU
+    assert HFGenerator(tiny_model_path, dtype="bf16").identity()["dtype"] == "bfloat16"
+    # A Ray run pins its workers' dtype, so the driver's identity is the workers' even when their hardware differs.
+    assert engine_options("hf", Engine("ray", num_workers=2)) == {"dtype": "float32"}
+    assert engine_options("hf", Engine("ray", gpus_per_worker=0.5)) == {"dtype": "bfloat16"}
+    assert engine_options("openai", Engine("ray")) == {} and engine_options("hf", Engine()) == {}

@@ -107,3 +107,5 @@ def test_engine_options_reach_the_selector_but_not_the_recipe(method):
     ray = make_selector(method, engine="ray", num_workers=2, ray_address="auto", gpus_per_worker=0.5)
     assert ray.engine_kwargs() == {"engine": "ray", "ray_address": "auto", "num_workers": 2, "gpus_per_worker": 0.5}
     assert ray.get_params() == local.get_params()  # same recipe, same version id, whichever engine ran it
+    if method != "difficulty":  # the scoring batch size, like the engine, changes how fast, not what
+        assert make_selector(method, batch_tokens=256).get_params() == local.get_params()

@@ -89,6 +89,8 @@ def rank_desc(scores: np.ndarray) -> np.ndarray:
 
 #: where per-row scoring runs (``--engine local|ray`` ...): never what it computes, so never part of a recipe id
 ENGINE_PARAMS = ("engine", "ray_address", "num_workers", "gpus_per_worker")
+#: how the scoring is run, not what it computes (the per-row caches ignore them too): kept out of recipe ids
+EXECUTION_PARAMS = (*ENGINE_PARAMS, "batch_tokens")
 
 
 class Selector(ABC):
@@ -114,7 +116,9 @@ class Selector(ABC):
         """The hyperparameters given to ``__init__``, for the recipe hash and the lineage."""
         sig = inspect.signature(type(self).__init__)
         return {
-            k: getattr(self, k) for k in sig.parameters if k != "self" and k not in ENGINE_PARAMS and hasattr(self, k)
+            k: getattr(self, k)
+            for k in sig.parameters
+            if k != "self" and k not in EXECUTION_PARAMS and hasattr(self, k)
         }
 
     def engine_kwargs(self) -> dict[str, Any]:

@@ -26,11 +26,12 @@ Departures from the paper:
   embedded default, writes usable questions and answers only that way, and no well-formed critique at all, so on
   it ``--lenient --no-refine`` is the setting that yields rows.
 
-Every LLM call is cached under ``<store>/cache/llm/`` by (generator identity, sampling settings, prompt, n), one
-shard per batch, so a killed run resumes where it stopped and a re-run with another ``--name`` generates nothing.
-The calls are batch maps run by ``curate.engine``: in this process by default, or with ``--engine ray`` on a Ray
-actor pool whose workers each load the model once; the same batches give the same replies into the same cache, so
-the version is the same either way and a run of either kind resumes the other's.
+Every LLM call is cached under ``<store>/cache/llm/`` by (generator identity, sampling settings, prompt, n),
+``--batch-size`` replies per shard, so a killed run resumes where it stopped and a re-run with another ``--name``
+generates nothing. Each stage's calls are a batch map run by ``curate.engine``: in this process by default, or
+with ``--engine ray`` on a Ray actor pool whose workers load the model once per stage; the same batches give the
+same replies into the same cache, so the version is the same either way and a run of either kind resumes the
+other's. Near-duplicate removal runs on the driver, over the gathered questions.
 
     curate synth condor --name condor-demo --limit 12 --tasks daily_chat,domain_qa --max-tokens 256 --lenient
     curate synth condor --name condor-big --backend openai --base-url http://localhost:8000/v1 \
@@ -189,7 +190,10 @@ class CondorConfig:
         return Engine(self.engine, self.ray_address, self.num_workers, self.gpus_per_worker)
 
     def generator_options(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "batch_size": self.batch_size}
+        from curate.generation import engine_options
+
+        opts = {"base_url": self.base_url, "batch_size": self.batch_size}
+        return {**opts, **engine_options(self.backend, self.runner())}
 
     def recipe(self) -> dict[str, Any]:
         """The fields that decide the output (the tree by content, the model by identity, elsewhere)."""
@@ -209,6 +213,8 @@ def _as_tuple(v: Any) -> tuple[str, ...]:
 # ================================================================================================ LLM cache
 @dataclass
 class StageStats:
+    """Per stage: prompts asked (``cached`` + ``generated``), and replies cut off at ``--max-tokens``."""
+
     prompts: int = 0
     cached: int = 0
     generated: int = 0
@@ -221,7 +227,8 @@ class CachedLLM:
     Misses go to the generator ``batch_size`` prompts per ``generate`` call, and each batch is published as a cache
     shard at once, so a killed run loses at most one batch. With ``engine`` ``ray`` the batches go to a Ray actor
     pool instead, each worker building the generator ``task`` describes (``{"backend", "model", "options"}``)
-    once; the batches, the cache and so the replies are the same either way.
+    once per ``complete`` call (a stage); replies are cached ``batch_size`` at a time in the order they arrive.
+    The batches, and so the replies, are the same either way.
 
     Example:
         >>> llm = CachedLLM(make_generator("hf"), store, Sampling(max_tokens=64), batch_size=16)   # doctest: +SKIP
@@ -274,16 +281,17 @@ class CachedLLM:
         if self.engine.is_ray:
             from curate.generation import generation_task
 
-            t = self.task or {}
+            t = self.task
+            assert t is not None  # checked in __init__
             spec = generation_task(t["backend"], t["model"], t["options"], n=n, sampling=self.sampling)
         shard: list[dict[str, Any]] = []
 
         def flush() -> None:
-            if shard:
-                self.cache.write(shard)
-                done.update({r["key"]: r for r in shard})
-                st.generated += len(shard)
-            shard.clear()
+            rows = shard[:]
+            shard.clear()  # first: a write that fails is not retried by the flush in ``finally``
+            if rows:
+                self.cache.write(rows)
+                done.update({r["key"]: r for r in rows})
 
         def generate(batch: list[list[dict[str, str]]]) -> list[Any]:
             return self.generator.generate(batch, n=n, sampling=self.sampling)
@@ -307,6 +315,7 @@ class CachedLLM:
                         flush()
             finally:
                 flush()  # whatever finished survives an interrupted run
+        st.generated += sum(1 for k in keys if k in todo)  # a prompt asked twice counts twice: prompts = cached + this
         replies = []
         for k in keys:
             r = done[k]
