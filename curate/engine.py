@@ -142,10 +142,16 @@ def _ray(engine: Engine) -> Any:
         import ray
     except ImportError:
         raise CurateError("--engine ray needs Ray: pip install 'curate[ray]' (or pip install 'ray[data]')") from None
+    import logging
+
     if not ray.is_initialized():
-        ray.init(address=engine.ray_address, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=engine.ray_address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+        )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows its own progress per finished row
+    # Ray Data logs each dataset's plan and timing at INFO and warns that its bars are off; failures still raise.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     return ray
 
 
