@@ -2,8 +2,9 @@
 
 Options of ``select``, ``rollout``, ``train`` and ``synth`` derive from the selector's ``__init__`` or the op's
 config dataclass (``keep_per_prompt`` -> ``--keep-per-prompt``), so the CLI, the Python API and the YAML
-pipelines can never disagree. ``curate methods`` lists every selector with its options; ``--help`` on
-``rollout``, ``train sft|grpo`` and ``synth condor`` lists theirs, with each field's docstring.
+pipelines can never disagree. ``curate methods`` lists every selector with its options, ``curate select --method
+NAME --help`` one selector's; ``--help`` on ``rollout``, ``train sft|grpo`` and ``synth condor`` lists theirs, with
+each field's docstring.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Optional
 
 import typer
@@ -161,8 +163,9 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _options_command(target: str) -> type:
-    """A command class whose ``--help`` also lists the flags derived from ``target`` (``module:Config``)."""
+def _options_command(target: str | Callable[[Any], Any]) -> type:
+    """A command class whose ``--help`` also lists the flags derived from ``target``: ``"module:Config"``, or a
+    function of the click context giving the class (``None``: nothing to add)."""
     from typer.core import TyperCommand
 
     class DerivedOptions(TyperCommand):
@@ -172,31 +175,58 @@ def _options_command(target: str) -> type:
             import shutil
 
             import typer.core
-            from rich.markup import escape
 
             super().format_help(ctx, formatter)
-            module, name = target.split(":")
-            cls = getattr(importlib.import_module(module), name)
-            docs = _field_docs(cls)
-            params = _params_doc(cls)
-            t = Table("option", "type", "default", "what it does", title=f"Options (from {name})")
-            defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-            for flag, typ, default in params:
-                field = flag[2:].replace("-", "_")
-                if isinstance(defaults.get(field), tuple):  # as typed on the command line
-                    default = ",".join(map(str, defaults[field]))
-                cells = (flag, typ, default, docs.get(field, "").replace("``", ""))
-                t.add_row(*map(escape, cells))  # the docs hold brackets ("[tags]") that are not rich markup
+            if isinstance(target, str):
+                module, name = target.split(":")
+                cls = getattr(importlib.import_module(module), name)
+            else:
+                cls = target(ctx)
             rich_help = typer.core.HAS_RICH and self.rich_markup_mode is not None
             # Rich help is printed as it is made; plain click help is buffered in the formatter, so join it there.
             console = Console() if rich_help else Console(file=io.StringIO(), width=shutil.get_terminal_size().columns)
-            console.print(t)
-            if switches := [flag for flag, typ, _ in params if typ == "bool"]:
-                console.print(f"Switch a boolean off with --no-FLAG (e.g. --no-{switches[0][2:]}).", markup=False)
+            if isinstance(cls, str):
+                console.print(cls, markup=False)
+            elif cls is not None:
+                _print_options(console, cls)
             if not rich_help:
                 formatter.write("\n" + console.file.getvalue())
 
     return DerivedOptions
+
+
+def _print_options(console: Console, cls: type) -> None:
+    """A table of ``cls``'s flags (a config dataclass's fields or a selector's ``__init__``), with their docs."""
+    from rich.markup import escape
+
+    params = _params_doc(cls)
+    if dataclasses.is_dataclass(cls):
+        docs = _field_docs(cls)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    else:
+        docs = {}
+        defaults = {n: p.default for n, p in inspect.signature(cls).parameters.items()}
+    columns = ("option", "type", "default", "what it does") if docs else ("option", "type", "default")
+    t = Table(*columns, title=f"Options (from {cls.__name__})")
+    for flag, typ, default in params:
+        field = flag[2:].replace("-", "_")
+        if isinstance(defaults.get(field), tuple):  # as typed on the command line
+            default = ",".join(map(str, defaults[field]))
+        cells = (flag, typ, default, docs.get(field, "").replace("``", ""))[: len(columns)]
+        t.add_row(*map(escape, cells))  # the docs hold brackets ("[tags]") that are not rich markup
+    console.print(t)
+    if switches := [flag for flag, typ, _ in params if typ == "bool"]:
+        console.print(f"Switch a boolean off with --no-FLAG (e.g. --no-{switches[0][2:]}).", markup=False)
+
+
+def _selector_for_help(ctx: Any) -> Any:
+    # --method is eager, so `curate select --method fisher --help` has it here (given after --help, it is not).
+    from curate.selectors import SELECTORS
+
+    method = ctx.params.get("method")
+    if method in SELECTORS:
+        return SELECTORS[method]
+    return f"Give --method NAME before --help for a method's options ({', '.join(sorted(SELECTORS))})."
 
 
 # ------------------------------------------------------------------------------------------ data commands
@@ -414,11 +444,11 @@ def methods_cmd():
             out.print(f"    {flag} ({typ}) default {default}")
 
 
-@app.command("select", context_settings=EXTRA)
+@app.command("select", context_settings=EXTRA, cls=_options_command(_selector_for_help))
 def select_cmd(
     ctx: typer.Context,
     ref: str = typer.Argument(..., help="Input version."),
-    method: str = typer.Option(..., "--method", help="Selector name (see `curate methods`)."),
+    method: str = typer.Option(..., "--method", is_eager=True, help="Selector name (see `curate methods`)."),
     name: Optional[str] = typer.Option(None, "--name", help="Output dataset name."),  # noqa: UP045
 ):
     """Score and select rows: curate select REF --method NAME --name OUT [--budget K | --fraction F | ...]."""

@@ -214,6 +214,9 @@ def test_rl_and_train_commands(tmp_path, tiny_model_path):
         (("rollout",), ["--n ", "--reward", "--engine", "--gpus-per-worker"]),
         (("train", "sft"), ["--grad-accum", "--max-steps", "Peak learning rate (AdamW)."]),
         (("train", "grpo"), ["--prompts-per-step", "--reward"]),
+        (("select", "--method", "variance"), ["Options (from VarianceSelector)", "--no-drop-zero-variance"]),
+        (("select", "--method", "fisher"), ["--budget-tokens", "--gpus-per-worker"]),
+        (("select",), ["Give --method NAME before --help", "token-clean"]),
     ],
 )
 def test_help_lists_the_options_derived_from_the_config(tmp_path, command, expected):
