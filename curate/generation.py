@@ -134,6 +134,17 @@ class Generator(ABC):
     def identity(self) -> dict[str, Any]:
         """What determines the outputs besides the prompts and sampling: backend, model identity, template."""
 
+    def _local_identity(self, dtype: str | None) -> dict[str, Any]:
+        """``identity`` of a generator that runs weights itself (``model_name``, ``tokenizer``) in ``dtype``."""
+        from curate.models import chat_template_hash, resolve
+
+        return {
+            "backend": self.backend,
+            "model": resolve(self.model_name).identity,  # type: ignore[attr-defined]
+            "chat_template": chat_template_hash(self.tokenizer),  # type: ignore[attr-defined]
+            "dtype": dtype,
+        }
+
 
 # ----------------------------------------------------------------------------------------------------- hf
 
@@ -206,15 +217,10 @@ class HFGenerator(Generator):
         return self._model
 
     def identity(self) -> dict[str, Any]:
-        from curate.models import _as_dtype, chat_template_hash, default_device, resolve
+        from curate.models import _as_dtype, default_device
 
-        return {
-            "backend": self.backend,
-            "model": resolve(self.model_name).identity,
-            "chat_template": chat_template_hash(self.tokenizer),
-            # What it computes in (given, or fp32 on CPU / bf16 on CUDA): fp32 and bf16 sample differently.
-            "dtype": str(_as_dtype(self.dtype, self.device or default_device())).removeprefix("torch."),
-        }
+        # What it computes in (given, or fp32 on CPU / bf16 on CUDA): fp32 and bf16 sample differently.
+        return self._local_identity(str(_as_dtype(self.dtype, self.device or default_device())).removeprefix("torch."))
 
     def _eos_ids(self) -> list[int]:
         ids = set()
@@ -377,14 +383,7 @@ class VLLMGenerator(Generator):
         return self._llm
 
     def identity(self) -> dict[str, Any]:
-        from curate.models import chat_template_hash, resolve
-
-        return {
-            "backend": self.backend,
-            "model": resolve(self.model_name).identity,
-            "chat_template": chat_template_hash(self.tokenizer),
-            "dtype": self.dtype,
-        }
+        return self._local_identity(self.dtype)
 
     def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
         from curate.models import prompt_ids
@@ -589,6 +588,16 @@ def engine_options(backend: str, engine: Any) -> dict[str, Any]:
     if backend != "hf" or not engine.is_ray:
         return {}
     return {"dtype": "bfloat16" if engine.uses_gpu else "float32"}
+
+
+def check_ray_generator(engine: Any, generator: Generator, backend: str, model: str, options: dict[str, Any]) -> None:
+    """Under ``--engine ray`` the workers build ``make_generator(backend, model, **options)`` themselves; refuse a
+    ``generator`` on the driver that is anything else, since its identity would key replies it did not write."""
+    if engine.is_ray and not (
+        type(generator) is GENERATORS[backend]
+        and generator.identity() == make_generator(backend, model, **options).identity()
+    ):
+        raise CurateError("--engine ray builds the generator on each worker from the config; drop the injected one")
 
 
 def generation_task(backend: str, model: str, options: dict[str, Any], *, n: int, sampling: Sampling) -> Any:

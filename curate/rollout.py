@@ -34,7 +34,15 @@ import pyarrow as pa
 
 from curate.engine import Engine, run_batches
 from curate.errors import CurateError
-from curate.generation import GENERATORS, Generator, Sampling, engine_options, generation_task, make_generator
+from curate.generation import (
+    GENERATORS,
+    Generator,
+    Sampling,
+    check_ray_generator,
+    engine_options,
+    generation_task,
+    make_generator,
+)
 from curate.models import DEFAULT_LM
 from curate.rewards import check_reward_value, get_reward, needs_answer, reward_name, reward_source
 from curate.store import Store, Version
@@ -241,16 +249,8 @@ def generate_rollouts(
 
     bs = int(config.batch_size)
     runner = config.runner()
-    # Ray workers build their generator from the config, so an injected one may only be what the config builds.
-    if (
-        runner.is_ray
-        and injected
-        and not (
-            type(generator) is GENERATORS[config.backend]
-            and settings["generator"] == config.make_generator().identity()
-        )
-    ):
-        raise CurateError("--engine ray builds the generator on each worker from the config; drop the injected one")
+    if injected:
+        check_ray_generator(runner, generator, config.backend, config.model, config.generator_options())
     spec = generation_task(config.backend, config.model, config.generator_options(), n=n, sampling=sampling)
     chunks = [pending[start : start + bs] for start in range(0, len(pending), bs)]
     packed = [(chunk, [unique[k] for k in chunk]) for chunk in chunks]

@@ -51,6 +51,10 @@ CPU_BATCH_TOKENS = 1024
 GPU_BATCH_TOKENS = 4096
 
 
+def _default_batch_tokens(batch_tokens: int | None, on_gpu: bool) -> int:
+    return (GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS) if batch_tokens is None else batch_tokens
+
+
 # ---------------------------------------------------------------------------------------------- the engine
 
 
@@ -337,7 +341,7 @@ def extract_features(
         cache,
         prepare=prepare,
         length=lambda item: len(item[0]),
-        batch_tokens=(GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS) if batch_tokens is None else batch_tokens,
+        batch_tokens=_default_batch_tokens(batch_tokens, on_gpu),
         shard_rows=shard_rows,
         stats=stats,
         desc="features",
@@ -546,7 +550,7 @@ def token_losses(
         cache,
         prepare=prepare,
         length=len,
-        batch_tokens=(GPU_BATCH_TOKENS if on_gpu else CPU_BATCH_TOKENS) if batch_tokens is None else batch_tokens,
+        batch_tokens=_default_batch_tokens(batch_tokens, on_gpu),
         shard_rows=shard_rows,
         stats=stats,
         desc=f"token losses ({model})",

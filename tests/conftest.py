@@ -25,3 +25,16 @@ def tiny_model_path(tmp_path_factory):
     from curate.models import save_tiny_model
 
     return str(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: a tiny model's ops are far too small to split across threads, and on a
+    busy 2-core box the OpenMP barrier then costs 100x the math (SmolLM2's forward took 9 s on 2 threads against
+    0.9 s on 1 while another job held a core). One thread keeps such tests fast and their timings stable."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -599,32 +599,22 @@ def test_openai_backend_against_a_local_server(store, tree_file):
     empty = "[Improved Answer Start] [Improved Answer End]"
     gen = ScriptedGenerator({("refine", MEDIUM.format(tag="Chess Openings")): empty})
     with OpenAIServer(gen) as server:
-        v = run(
-            name="cd",
-            store=store,
-            tree=tree_file,
-            tasks=("role_playing",),
-            backend="openai",
-            base_url=server.base_url,
-            model="scripted-7b",
-            temperature=0.0,
-            max_tokens=64,
-        )
+        kw = {
+            "store": store,
+            "tree": tree_file,
+            "tasks": ("role_playing",),
+            "backend": "openai",
+            "base_url": server.base_url,
+            "model": "scripted-7b",
+            "temperature": 0.0,
+            "max_tokens": 64,
+        }
+        v = run(name="cd", **kw)
         n_requests = len(server.requests)
         assert n_requests == 2 + 6 + 6 + 6  # questions, answers, critiques, refines
         body = server.requests[0]
         assert body["model"] == "scripted-7b" and body["temperature"] == 0.0 and body["max_tokens"] == 64
-        again = run(
-            name="cd-again",
-            store=store,
-            tree=tree_file,
-            tasks=("role_playing",),
-            backend="openai",
-            base_url=server.base_url,
-            model="scripted-7b",
-            temperature=0.0,
-            max_tokens=64,
-        )
+        again = run(name="cd-again", **kw)
         assert len(server.requests) == n_requests  # every call came from the cache
     rows = v.to_pylist()
     assert [(tuple(r["tag_path"]), r["difficulty"]) for r in rows] == [

@@ -25,15 +25,7 @@ from curate.selectors.token_clean import TokenCleanSelector, keep_random, keep_t
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # A tiny model's ops are far too small to split across threads; on a busy 2-core box the OpenMP barrier
-    # then costs 100x the math. Even SmolLM2's forward took 9 s with 2 threads against 0.9 s with 1 while another
-    # job held a core, so the slow test runs single-threaded too.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py; the slow tests here too
 
 
 @pytest.fixture(autouse=True)

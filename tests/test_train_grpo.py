@@ -17,14 +17,7 @@ from curate.train import GRPOConfig
 grpo_mod = importlib.import_module("curate.train.grpo")  # `curate.train.grpo` is the function, not the module
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # A tiny model's ops are far too small to split across threads; on a busy 2-core box the OpenMP barrier
-    # then costs 100x the math. One thread keeps these tests fast and their timings stable.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py; the slow tests here too
 
 
 def digit_reward(completion: str, answer: str, **row) -> float:

@@ -409,7 +409,7 @@ def synth_condor(
     >>> v.to_pylist()[0]["messages"]                                                            # doctest: +SKIP
     """
     from curate.api import get_store
-    from curate.generation import GENERATORS, Sampling, make_generator
+    from curate.generation import Sampling, check_ray_generator, make_generator
     from curate.models import resolve
 
     if overrides:
@@ -425,9 +425,7 @@ def synth_condor(
     seed_tree = load_tree(config.tree)
     generator = make_generator(config.backend, config.model, **config.generator_options())
     runner = config.runner()
-    if runner.is_ray and type(generator) is not GENERATORS[config.backend]:
-        # Ray workers build their own generator from the config; a substituted one would not be what runs there.
-        raise CurateError("--engine ray builds the generator on each worker from the config; drop the injected one")
+    check_ray_generator(runner, generator, config.backend, config.model, config.generator_options())
     identity = generator.identity()
     embedder_id = resolve(config.embedder).identity
     op = {
