@@ -117,7 +117,8 @@ def import_data(
         return import_format(source, format=format, name=name, store=s, data_source=data_source, split=split)
     t0 = time.perf_counter()
     src = read_source(source, split=split)
-    m = mapping if isinstance(mapping, dict) else parse_mapping(mapping)
+    # A lone "canonical=source" string is one rename, not a sequence of one-character items.
+    m = mapping if isinstance(mapping, dict) else parse_mapping([mapping] if isinstance(mapping, str) else mapping)
     op = {
         "name": "import",
         "source": src.name,

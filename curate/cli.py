@@ -21,13 +21,17 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from curate.errors import CurateError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate post-training data for LLMs.")
-train_app = typer.Typer(no_args_is_help=True, help="Train on a store version: sft or grpo.")
-synth_app = typer.Typer(no_args_is_help=True, help="Synthesise data: condor.")
+HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Curate post-training data for LLMs.", context_settings=HELP
+)
+train_app = typer.Typer(no_args_is_help=True, help="Train on a store version: sft or grpo.", context_settings=HELP)
+synth_app = typer.Typer(no_args_is_help=True, help="Synthesise data: condor.", context_settings=HELP)
 app.add_typer(train_app, name="train")
 app.add_typer(synth_app, name="synth")
 out = Console()
@@ -43,10 +47,20 @@ def _main(
         envvar="CURATE_STORE",  # noqa: UP045
         help="Store root (default ./.curate).",
     ),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Let model folders run the Python code they ship (auto_map); off by default. Env: "
+        "CURATE_TRUST_REMOTE_CODE=1.",
+    ),
 ):
     from curate.api import set_store
 
     set_store(store)
+    if trust_remote_code:  # unset leaves CURATE_TRUST_REMOTE_CODE in charge
+        from curate.models import set_trust_remote_code
+
+        set_trust_remote_code(True)
 
 
 # ------------------------------------------------------------------------------------------ option parsing
@@ -354,16 +368,43 @@ def diff_cmd(a: str, b: str, as_json: bool = typer.Option(False, "--json")):
 
 
 @app.command("verify")
-def verify_cmd(ref: Optional[str] = typer.Argument(None, help="One version (default: the whole store).")):  # noqa: UP045
-    """Re-hash every data file against its manifest; non-zero exit on any mismatch."""
+def verify_cmd(
+    ref: Optional[str] = typer.Argument(None, help="One version (default: the whole store)."),  # noqa: UP045
+    cache: Optional[bool] = typer.Option(  # noqa: UP045
+        None, "--cache/--no-cache", help="Re-hash every cache shard too (default: on for the whole store only)."
+    ),
+):
+    """Check manifests, refs, row counts and every file's sha256 (and cache shards); exit 1 on any problem."""
     from curate.api import get_store
 
-    problems = get_store().verify(ref)
+    problems = get_store().verify(ref, cache=cache)
     for p in problems:
-        err.print(f"[red]{p}[/]")
+        # One line per problem, as printed: no markup (paths hold brackets) and no wrapping.
+        err.print(p, style="red", markup=False, highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     out.print("[green]ok[/]")
+
+
+@app.command("gc")
+def gc_cmd(
+    remove: bool = typer.Option(False, "--remove", help="Delete what is listed (default: only list it)."),
+    min_age: float = typer.Option(
+        3600.0, "--min-age", help="Seconds: younger leftovers may belong to a command still running and are kept."
+    ),
+):
+    """List (with --remove, delete) leftovers: staging folders of killed commits, temp files, bad cache shards."""
+    from curate.api import get_store
+
+    found = get_store().gc(remove=remove, min_age_s=min_age)
+    for p in found:
+        out.print(p, markup=False, highlight=False, soft_wrap=True)
+    if remove:
+        out.print(f"removed {len(found)}")
+    elif found:
+        out.print(f"{len(found)} leftover(s); `curate gc --remove` deletes them", markup=False)
+    else:
+        out.print("nothing to remove")
 
 
 @app.command("tag")
@@ -388,6 +429,9 @@ def export_cmd(
     reward_style: Optional[str] = typer.Option(None, help="verl: rule or model."),  # noqa: UP045
     dataset_name: Optional[str] = typer.Option(None, help="llamafactory: the dataset_info.json key."),  # noqa: UP045
     drop_labels: bool = typer.Option(False, "--drop-labels", help="Leave token-level labels out."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Write into a non-empty --out folder (or over an existing --out file)."
+    ),
 ):
     """Export a version for a trainer, with the lines that trainer needs; or as plain jsonl / parquet."""
     from curate.api import export
@@ -402,7 +446,7 @@ def export_cmd(
     options = {k: v for k, v in given.items() if v is not None}
     if drop_labels:
         options["drop_labels"] = True
-    result = export(ref, format=format_, out=out_path, **options)
+    result = export(ref, format=format_, out=out_path, overwrite=overwrite, **options)
     out.print(f"[green]wrote[/] {result.out_dir}")
     # Plain print: rich would wrap the trainer command lines, and they must stay copy-pasteable.
     print(result.note)
@@ -527,19 +571,43 @@ def run_cmd(
     run_pipeline(recipe, overrides=set_ or (), on_step=show)
 
 
-def main() -> None:
-    """Console entry point: a CurateError becomes one red line on stderr and exit code 2."""
-    import click
-
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes of command-line parsing: typer's own (it vendors click), and click's."""
+    kinds: list[type[BaseException]] = [typer.TyperException]
     try:
-        rc = app(standalone_mode=False)
+        import click
+
+        kinds.append(click.exceptions.ClickException)
+    except ImportError:  # typer >= 0.20 no longer needs click
+        pass
+    return tuple(kinds)
+
+
+def _error_line(message: str) -> None:
+    # One line whatever the message holds: no markup (messages quote brackets), no wrapping, no newlines.
+    line = " ".join(str(message).splitlines()) or "(no message)"
+    err.print(Text.assemble(("error:", "red"), " ", line), highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a ``CurateError`` or a command-line usage error becomes one line on stderr and exit
+    code 2; ``--help`` / ``-h`` exit 0. Anything else is a bug and keeps its traceback."""
+    try:
+        rc = app(args=argv, prog_name="curate", standalone_mode=False)
     except CurateError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True, markup=True)
+        _error_line(str(e))
         sys.exit(2)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except _usage_errors() as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            # Rich help was printed while the error was made; plain click help is the message itself.
+            if not typer.core.HAS_RICH:
+                print(e.format_message())  # type: ignore[attr-defined]
+            sys.exit(2)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (try: {ctx.command_path} --help)" if ctx is not None else ""
+        _error_line(e.format_message() + hint)  # type: ignore[attr-defined]
+        sys.exit(2 if hasattr(e, "ctx") else getattr(e, "exit_code", 1) or 1)
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
 

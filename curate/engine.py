@@ -105,9 +105,14 @@ class Worker:
     {}
     """
 
-    def __init__(self, spec: TaskSpec):
+    def __init__(self, spec: TaskSpec, trust_remote_code: bool | None = None):
         import importlib
 
+        if trust_remote_code is not None:
+            # A Ray actor is another process: it gets the driver's choice here, not from its own environment.
+            from curate.models import set_trust_remote_code
+
+            set_trust_remote_code(trust_remote_code)
         module, name = _KINDS[spec.kind]
         self.spec = spec
         self.state: dict[str, Any] = {}
@@ -194,10 +199,14 @@ def run_batches(
         ],
         override_num_blocks=len(batches),  # one block per packed batch: workers pick batches up one at a time
     )
+    from curate.models import trust_remote_code
+
     resources: dict[str, Any] = {"num_gpus": engine.gpus_per_worker} if engine.gpus_per_worker else {}
     mapped = ds.map_batches(
         Worker,
-        fn_constructor_args=(spec,),
+        # The trust switch travels beside the spec, not in it: it decides whether a model may load, not what
+        # is computed, so it must stay out of the spec's settings (and every cache key).
+        fn_constructor_args=(spec, trust_remote_code()),
         batch_size=1,
         batch_format="numpy",
         # An actor per batch at most: more would load the model for nothing.

@@ -34,8 +34,12 @@ pre-tokenised path (a ``labels`` column is used as is); verl ``examples/data_pre
 
 A curriculum version (a ``stage`` column, or a ``<method>_rank`` column) is written in that order (stage, then the
 latest rank), and the note says how to turn the trainer's shuffling off. Token-level labels only go to formats that
-can hold them (``trl-sft``, ``hf``, ``parquet``, ``jsonl``); any other format refuses such a version. Files are
-written to a temporary name and renamed into place; the store is only read.
+can hold them (``trl-sft``, ``hf``, ``parquet``, ``jsonl``); any other format refuses such a version.
+
+Outputs: ``--out`` must lie outside the store (``curate.outputs.check_out``). A non-empty ``--out`` folder, or an
+existing ``--out`` file, needs ``--overwrite``, unless it holds this same export (same version, format and options,
+every file matching the sha256 ``curate.json`` recorded), which is written again. Each file is written to a
+temporary name and renamed into place; temporaries a killed export left are removed by the next export there.
 
 Departures: verl's ``extra_info.index`` is the row's position in the export (verl uses it as a per-row key); the
 curate row id goes to ``extra_info.id``. RL exports carry the prompt, the answer and the non-canonical columns
@@ -53,8 +57,6 @@ import inspect
 import json
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError, InputError
+from curate.outputs import atomic_write, check_out, remove, sweep_temps, temp_path
 from curate.records import CANONICAL_TYPES, MESSAGES, ROLES, prompt_of, row_id, to_table
 from curate.store import Store, Version, canonical_json, curate_version, sha256_file
 
@@ -119,19 +122,6 @@ class _Ctx:
 
 
 # ---------------------------------------------------------------------------------------------- file writing
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    # Made on first write, so an export refused by its checks leaves no empty folder behind.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _jsonable(v: Any) -> Any:
     # Strict JSON readers (pyarrow's, used by `datasets`) reject NaN and Infinity: a missing score becomes null.
     if isinstance(v, float):
@@ -149,15 +139,15 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
             for row in rows:
                 f.write(json.dumps(_jsonable(row), ensure_ascii=False, allow_nan=False, default=str) + "\n")
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def _write_parquet(path: Path, table: pa.Table) -> Path:
-    return _atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def _write_json(path: Path, obj: Any) -> Path:
-    return _atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n"))
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n"))
 
 
 # ---------------------------------------------------------------------------------------------- shared checks
@@ -565,8 +555,9 @@ def _export_hf(table: pa.Table, ctx: _Ctx) -> tuple[list[Path], list[str]]:
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     out = ctx.out_dir
-    stage = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
-    old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+    # Both beside `out` under names sweep_temps knows: a kill between the two renames leaves `old` for the next
+    # export to remove, never a half-written `out`.
+    stage, old = temp_path(out), temp_path(out)
     quiet = are_progress_bars_disabled()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -577,14 +568,14 @@ def _export_hf(table: pa.Table, ctx: _Ctx) -> tuple[list[Path], list[str]]:
             os.rename(out, old)
         os.rename(stage, out)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove(stage)
         if old.exists() and not out.exists():
             os.rename(old, out)
         raise
     finally:
         if not quiet:
             enable_progress_bars()
-    shutil.rmtree(old, ignore_errors=True)
+    remove(old)
     files = sorted(p for p in out.iterdir() if p.is_file() and p.name != MANIFEST)
     lines = [
         "Hugging Face dataset folder (save_to_disk) with a dataset card (README.md) holding the lineage.",
@@ -622,10 +613,17 @@ def _options(fmt: str) -> list[str]:
     return [p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
-def _out_location(out: Path, fmt: str, version: Version) -> tuple[Path, str]:
+# The data file each format writes in a folder export (hf writes a whole folder).
+_DATA_SUFFIX = {**_FILE_SUFFIX, "llamafactory": ".jsonl"}
+
+
+def _out_location(out: Path, fmt: str, version: Version) -> tuple[Path, str, Path | None]:
+    """The folder to write in, the data file stem, and the file itself when ``out`` names one."""
     suffix = _FILE_SUFFIX.get(fmt)
     if suffix and out.suffix == suffix:
-        return out.parent, out.stem
+        if out.is_dir():
+            raise CurateError(f"--out {out}: a folder; a --out ending in {suffix} names the file to write")
+        return out.parent, out.stem, out
     if out.exists() and not out.is_dir():
         raise CurateError(f"--out {out}: an existing file; --format {fmt} writes into a directory")
     if fmt == "hf" and out.is_dir() and any(out.iterdir()) and _meta_for(out).get("format") != "hf":
@@ -633,13 +631,84 @@ def _out_location(out: Path, fmt: str, version: Version) -> tuple[Path, str]:
             f"--out {out}: a non-empty directory that is not an hf export by curate; the hf format "
             "replaces the whole folder, so pick an empty or new one"
         )
-    return out, version.name
+    return out, version.name, None
+
+
+def _file_sums(folder: Path, names: Sequence[str]) -> dict[str, str]:
+    return {n: sha256_file(folder / n) for n in names}
+
+
+def _same_export(out_dir: Path, single: Path | None, version: Version, fmt: str, options: dict[str, Any]) -> bool:
+    """Whether ``out`` already holds this very export, untouched since: writing it again loses nothing."""
+    meta = _meta_for(single or out_dir)
+    files = meta.get("files")
+    sums = meta.get("sha256")
+    if (
+        meta.get("version_id") != version.id
+        or meta.get("name") != version.name
+        or meta.get("format") != fmt
+        or meta.get("options") != options
+        or not isinstance(files, list)
+        or not all(isinstance(n, str) and n and Path(n).name == n for n in files)
+        or not isinstance(sums, dict)
+        or set(files) != set(sums)
+    ):
+        return False
+    if fmt == "hf":
+        # hf replaces the folder: anything beside its own files would be lost.
+        if {p.name for p in out_dir.iterdir()} != {*files, MANIFEST}:
+            return False
+    else:
+        data = single.name if single else f"{version.name}{_DATA_SUFFIX[fmt]}"
+        if data not in files:
+            return False
+    return all((out_dir / n).is_file() and sha256_file(out_dir / n) == sums[n] for n in files)
+
+
+def _check_overwrite(
+    out_dir: Path, single: Path | None, version: Version, fmt: str, options: dict[str, Any], overwrite: bool
+) -> None:
+    if overwrite:
+        return
+    if single is not None:
+        if not single.exists():
+            return
+        what = "exists"
+    else:
+        if not out_dir.is_dir() or not any(out_dir.iterdir()):
+            return
+        what = "is a non-empty folder"
+    if _same_export(out_dir, single, version, fmt, options):
+        return
+    raise CurateError(
+        f"--out {single or out_dir}: {what}; pass --overwrite (overwrite=True) to write over "
+        f"{'it' if single else 'the files of the same name'}, or choose another --out"
+    )
+
+
+def holds_export(out: str | Path, format: str) -> bool:
+    """Whether ``out`` (a folder, or the file a ``--out`` names) holds an earlier curate export in ``format``.
+
+    >>> holds_export("exports/verl", "verl")   # doctest: +SKIP
+    True
+    """
+    path = Path(out).expanduser()
+    return path.exists() and _meta_for(path).get("format") == format
 
 
 def export_version(
-    version: Version, *, format: str, out: str | Path, drop_labels: bool = False, **options: Any
+    version: Version,
+    *,
+    format: str,
+    out: str | Path,
+    drop_labels: bool = False,
+    overwrite: bool = False,
+    **options: Any,
 ) -> ExportResult:
     """Write ``version`` in a trainer's format under ``out``; returns the files and the note to print.
+
+    ``out`` must lie outside the store. An existing non-empty folder (or an existing file, when ``out`` names
+    one) needs ``overwrite=True``, unless it holds this same export, untouched since it was written.
 
     >>> r = export_version(curate.load("math-curriculum"), format="verl", out="exports/verl")   # doctest: +SKIP
     >>> print(r.note)                                                                           # doctest: +SKIP
@@ -653,6 +722,13 @@ def export_version(
             f"--format {format}: unknown option(s) {', '.join(unknown)} "
             f"(accepted: {', '.join([*accepted, 'drop_labels']) or 'none'})"
         )
+    recorded = dict(sorted({**options, **({"drop_labels": True} if drop_labels else {})}.items()))
+    out_path = check_out(out, version.store, replaces=format == "hf")
+    out_dir, stem, single = _out_location(out_path, format, version)
+    sweep_temps(out_dir)
+    if format == "hf":
+        sweep_temps(out_dir.parent)  # hf stages the whole folder beside it
+    _check_overwrite(out_dir, single, version, format, recorded, overwrite)
     table = version.to_arrow()
     if table.num_rows == 0:
         raise CurateError(f"{version.ref}: no rows to export")
@@ -666,7 +742,6 @@ def export_version(
             )
         table = table.drop_columns(token_cols)
     table, curriculum = _curriculum(table)
-    out_dir, stem = _out_location(Path(out).expanduser(), format, version)
     ctx = _Ctx(version=version, out_dir=out_dir, stem=stem, fmt=format, curriculum=curriculum)
     files, lines = EXPORTERS[format](table, ctx, **options)
     meta = {
@@ -676,6 +751,8 @@ def export_version(
         "format": format,
         "rows": table.num_rows,
         "files": [p.name for p in files],
+        "sha256": _file_sums(out_dir, [p.name for p in files]),
+        "options": recorded,
         "curriculum": curriculum,
         "added": ctx.added,
         "curate": curate_version(),
@@ -698,7 +775,8 @@ def _meta_for(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         return {}
     # A curate.json written for another file in the same folder says nothing about this one.
-    if path.is_file() and path.name not in meta.get("files", []):
+    files = meta.get("files")
+    if path.is_file() and (not isinstance(files, list) or path.name not in files):
         return {}
     return meta
 

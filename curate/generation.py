@@ -375,11 +375,14 @@ class VLLMGenerator(Generator):
                 import vllm
             except ImportError:
                 raise CurateError("backend vllm needs `pip install curate[vllm]`") from None
-            from curate.models import prepare
+            from curate.models import check_remote_code, prepare, trust_remote_code
 
             resolved, kwargs = self._llm_args
+            folder = prepare(resolved)
+            check_remote_code(resolved, folder)
             self._vllm = vllm
-            self._llm = vllm.LLM(model=str(prepare(resolved)), **kwargs)
+            # Explicit, as for transformers: a model folder's own code runs only when the user allowed it.
+            self._llm = vllm.LLM(model=str(folder), **{**kwargs, "trust_remote_code": trust_remote_code()})
         return self._llm
 
     def identity(self) -> dict[str, Any]:

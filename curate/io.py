@@ -1,14 +1,20 @@
-"""Readers: jsonl, json, parquet, csv, saved HF datasets, hub ids. (Exports live in ``curate/exports.py``.)
+"""Readers: jsonl, json, parquet, csv (each also gzipped: ``.jsonl.gz`` ...), saved HF datasets, hub ids.
+(Exports live in ``curate/exports.py``.)
 
 Readers return raw rows plus a content digest of the source, which goes into the import's recipe: the
-same bytes imported twice give the same version id.
+same bytes imported twice give the same version id. A file that cannot be read is an ``InputError`` naming the
+file and, where there is one, the line.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
+import io
 import json
+import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import InputError
+from curate.records import CANONICAL_TYPES
 from curate.store import sha256_file
 
 READERS = ("jsonl", "json", "parquet", "csv", "hf-disk", "hub")
@@ -40,10 +47,34 @@ def _kind_of(path: Path) -> str:
         ):
             return "hf-disk"
         raise InputError(f"{path}: a directory, but not a saved Hugging Face dataset (no dataset_info.json)")
-    suffix = path.suffix.lower()
-    if path.name.lower().endswith((".jsonl", ".ndjson", ".jsonl.gz")):
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
-    return {".json": "json", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}.get(suffix, "")
+    return {".json": "json", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}.get(Path(name).suffix, "")
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when its name ends in ``.gz``."""
+    try:
+        data = path.read_bytes()
+        if path.name.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise InputError(f"{path}: not a readable gzip file ({e or type(e).__name__})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    return data
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """UTF-8 text (a leading byte-order mark dropped), or an error naming the line of the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); re-save the file as UTF-8"
+        ) from None
 
 
 def read_source(source: str, *, split: str = "train") -> Source:
@@ -64,44 +95,71 @@ def read_source(source: str, *, split: str = "train") -> Source:
     if kind == "json":
         return _read_json(path)
     if kind == "parquet":
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"{path}: not a readable Parquet file ({e})") from None
-        return Source(table.to_pylist(), sha256_file(path), kind, path.name)
+        return _read_parquet(path)
     if kind == "csv":
         return _read_csv(path)
     if kind == "hf-disk":
         return _read_hf_disk(path, split)
-    raise InputError(f"{path}: unknown file type {path.suffix!r} (expected .jsonl, .json, .parquet, .csv or a dir)")
+    raise InputError(
+        f"{path}: unknown file type {path.suffix!r} "
+        "(expected .jsonl, .json, .parquet, .csv, one of those gzipped (.gz), or a dir)"
+    )
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads`` whose failures are all ``ValueError``: a nesting deep enough to exhaust the stack included."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _read_jsonl(path: Path) -> Source:
     rows, lines = [], []
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            h.update(raw)
-            text = raw.strip()
-            if not text:
-                continue
-            try:
-                obj = json.loads(text)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise InputError(f"{path}: line {lineno}: invalid JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
-            lines.append(lineno)
+    data = _read_bytes(path)
+    h = hashlib.sha256(data)
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            obj = _loads(_decode_line(path, lineno, text))
+        except ValueError as e:  # JSONDecodeError is a ValueError
+            raise InputError(f"{path}: line {lineno}: invalid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        rows.append(obj)
+        lines.append(lineno)
     if not rows:
         raise InputError(f"{path}: empty file (no rows)")
     return Source(rows, h.hexdigest(), "jsonl", path.name, lines)
 
 
-def _read_json(path: Path) -> Source:
+def _read_parquet(path: Path) -> Source:
+    gz = path.name.lower().endswith(".gz")
+    data = _read_bytes(path) if gz else None
     try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        table = pq.read_table(pa.BufferReader(data) if gz else path)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())})") from None
+    digest = hashlib.sha256(data).hexdigest() if gz else sha256_file(path)
+    return Source(table.to_pylist(), digest, "parquet", path.name)
+
+
+def _decode_line(path: Path, lineno: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{path}: line {lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x}); re-save the file as UTF-8"
+        ) from None
+
+
+def _read_json(path: Path) -> Source:
+    data = _read_bytes(path)
+    try:
+        obj = _loads(_decode(path, data))
+    except ValueError as e:
         raise InputError(f"{path}: invalid JSON ({e})") from None
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
@@ -109,24 +167,77 @@ def _read_json(path: Path) -> Source:
             raise InputError(f"{path}: expected a list of objects (or an object holding exactly one list)")
         obj = lists[0]
     if not isinstance(obj, list):
-        raise InputError(f"{path}: expected a list of objects")
+        raise InputError(f"{path}: expected a list of objects, got {type(obj).__name__}")
     if not obj:
         raise InputError(f"{path}: empty file (no rows)")
-    return Source(obj, sha256_file(path), "json", path.name)
+    for i, item in enumerate(obj):
+        if not isinstance(item, dict):
+            raise InputError(f"{path}: item {i}: expected a JSON object, got {type(item).__name__}")
+    return Source(obj, hashlib.sha256(data).hexdigest(), "json", path.name)
+
+
+# Python's default (128 KiB) refuses a long cell; a text field of a few hundred KB is ordinary data.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+
+
+_NUMERIC_PARSERS = {"double": float, "float": float, "int64": int}
+
+
+def _csv_number(cell: str | None, parse: type) -> Any:
+    """A numeric cell as a number, an empty one as missing; anything else stays text, for the type check to name."""
+    if cell is None or not cell.strip():
+        return None
+    try:
+        return parse(cell)
+    except ValueError:
+        return cell
 
 
 def _read_csv(path: Path) -> Source:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [dict(r) for r in csv.DictReader(f)]
+    data = _read_bytes(path)
+    text = _decode(path, data)
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, lines = [], []
+    try:
+        header = next(reader, None)
+        if header is not None:
+            seen: set[str] = set()
+            for col in header:
+                if col in seen and col:  # unnamed columns (trailing commas from a spreadsheet) may repeat
+                    raise InputError(f"{path}: line 1: the header names column {col!r} twice")
+                seen.add(col)
+        end = reader.line_num
+        # CSV cells are all text; a canonical numeric column (weight, reward, sample) is read as numbers.
+        numeric = {
+            c: _NUMERIC_PARSERS[t] for c in header or () if (t := str(CANONICAL_TYPES.get(c))) in _NUMERIC_PARSERS
+        }
+        for cells in reader:
+            start, end = end + 1, reader.line_num
+            if not cells:
+                continue
+            if len(cells) > len(header):
+                raise InputError(f"{path}: line {start}: {len(cells)} cells, but the header names {len(header)}")
+            # A short row leaves its last columns empty, as csv.DictReader does.
+            row = dict(zip(header, [*cells, *[None] * (len(header) - len(cells))], strict=True))
+            for col, parse in numeric.items():
+                row[col] = _csv_number(row[col], parse)
+            rows.append(row)
+            lines.append(start)
+    except csv.Error as e:
+        raise InputError(f"{path}: line {reader.line_num}: not valid CSV ({e})") from None
     if not rows:
         raise InputError(f"{path}: empty file (no rows)")
-    return Source(rows, sha256_file(path), "csv", path.name)
+    return Source(rows, hashlib.sha256(data).hexdigest(), "csv", path.name, lines)
 
 
 def _read_hf_disk(path: Path, split: str) -> Source:
     import datasets
 
-    ds = datasets.load_from_disk(str(path))
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError) as e:  # a missing or garbled file among the dataset's own
+        raise InputError(f"{path}: not a readable saved Hugging Face dataset ({' '.join(str(e).split())})") from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise InputError(f"{path}: no split {split!r} (splits: {', '.join(ds)})")

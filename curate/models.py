@@ -50,10 +50,12 @@ __all__ = [
     "AliasSpec",
     "ChatTemplateError",
     "ModelNotFoundError",
+    "RemoteCodeError",
     "ResolvedModel",
     "assistant_token_mask",
     "cache_root",
     "chat_template_hash",
+    "check_remote_code",
     "clear_cache",
     "default_device",
     "load_causal_lm",
@@ -64,12 +66,15 @@ __all__ = [
     "prompt_ids",
     "resolve",
     "save_tiny_model",
+    "set_trust_remote_code",
     "tiny_causal_lm",
+    "trust_remote_code",
 ]
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "CURATE_CACHE"
+TRUST_ENV = "CURATE_TRUST_REMOTE_CODE"
 DEFAULT_LM = "smollm2-135m"
 DEFAULT_EMBEDDER = "minilm"
 
@@ -94,6 +99,109 @@ class ModelNotFoundError(CurateError):
 
 class ChatTemplateError(CurateError):
     """A chat template whose renderings are not prefixes of each other, so turns cannot be located."""
+
+
+class RemoteCodeError(CurateError):
+    """A model that needs Python code from its own folder or repo to load, while running such code is not allowed."""
+
+
+# ---------------------------------------------------------------------------------------------- remote code
+# A model folder is data: whether the Python it ships (``auto_map`` -> ``modeling_*.py``) may run is the user's
+# choice, made once per process, never by the folder and never by an interactive prompt. It decides only whether
+# a model can load, not what it computes, so it enters no cache key or version id.
+_TRUST: bool | None = None
+
+
+def set_trust_remote_code(value: bool | None) -> None:
+    """Allow (True) or forbid (False) model folders' own Python code in this process; None follows the
+    ``CURATE_TRUST_REMOTE_CODE`` environment variable (off unless ``1``). The CLI flag is ``--trust-remote-code``.
+
+    >>> set_trust_remote_code(True); trust_remote_code()
+    True
+    >>> set_trust_remote_code(None)  # back to the environment's choice
+    """
+    global _TRUST
+    _TRUST = None if value is None else bool(value)
+
+
+def trust_remote_code() -> bool:
+    """Whether model loading may run code a model folder ships (``set_trust_remote_code``, else the env).
+
+    >>> isinstance(trust_remote_code(), bool)
+    True
+    """
+    if _TRUST is not None:
+        return _TRUST
+    return os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_HOW_TO_TRUST = "pass --trust-remote-code (or set CURATE_TRUST_REMOTE_CODE=1) if you trust it"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ModelNotFoundError(f"{path}: not valid JSON ({type(e).__name__}); is this a model folder?") from None
+
+
+def _remote_code_files(resolved: ResolvedModel, folder: Path | None) -> list[Path]:
+    """The config files that say whether the model needs its own code: from the folder, or for a hub id the
+    copies already in the local hub cache (an uncached hub model is checked by transformers, told False)."""
+    names = ("config.json", "tokenizer_config.json", "modules.json")
+    if folder is not None:
+        return [folder / n for n in names if (folder / n).is_file()]
+    found = []
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for n in names:
+            hit = try_to_load_from_cache(resolved.path, n)
+            if isinstance(hit, str):
+                found.append(Path(hit))
+    except Exception:  # an odd cache layout: transformers still gets trust_remote_code=False
+        pass
+    return found
+
+
+def check_remote_code(resolved: ResolvedModel, folder: str | os.PathLike[str] | None = None) -> None:
+    """Refuse, in one line, a model whose config asks to import its own code, unless that is allowed.
+
+    Checked before transformers sees the folder: with code forbidden, nothing is imported and no prompt appears.
+
+    >>> check_remote_code(resolve("smollm2-135m"))  # doctest: +SKIP
+    """
+    if trust_remote_code():
+        return
+    local = Path(folder) if folder is not None else (None if resolved.kind == "hub" else Path(resolved.path))
+    for path in _remote_code_files(resolved, local):
+        doc = _read_json(path)
+        if path.name == "modules.json":
+            # sentence-transformers imports each module's class by name; only its own classes are library code.
+            types = [m.get("type") for m in doc if isinstance(m, dict)] if isinstance(doc, list) else []
+            custom = [t for t in types if not str(t).startswith("sentence_transformers.")]
+            if custom:
+                raise RemoteCodeError(
+                    f"{path}: module {custom[0]!r} is code the folder ships, not run; {_HOW_TO_TRUST}"
+                )
+        elif isinstance(doc, dict) and doc.get("auto_map"):
+            raise RemoteCodeError(
+                f"{path}: this model needs its own Python code to load (auto_map), not run; {_HOW_TO_TRUST}"
+            )
+
+
+@contextlib.contextmanager
+def _remote_code_refused(resolved: ResolvedModel) -> Iterator[None]:
+    # The fallback for what check_remote_code cannot see (a hub model not yet cached): transformers, told
+    # trust_remote_code=False, raises a multi-line ValueError instead of prompting.
+    try:
+        yield
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise RemoteCodeError(
+            f"model {resolved.name!r} needs its own Python code to load, not run; {_HOW_TO_TRUST}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- aliases
@@ -391,7 +499,8 @@ def _gguf_to_hf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A GGUF holds weights and metadata only; its architectures are all built into transformers.
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
     _ensure_pad(tokenizer)
@@ -405,7 +514,7 @@ def _gguf_to_hf(gguf: Path, out: Path) -> None:
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     except ImportError:
         pass
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False, **kwargs)
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:  # a transformers that kept the quantizer despite dequantize=True
         quantizer.remove_quantization_config(model)
@@ -515,8 +624,11 @@ def _source(resolved: ResolvedModel) -> str:
     return resolved.path if resolved.kind == "hub" else str(prepare(resolved))
 
 
-def load_tokenizer(name: str | os.PathLike[str] = DEFAULT_LM, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(name: str | os.PathLike[str] = DEFAULT_LM) -> Any:
     """The tokenizer of a causal LM, with a pad token set; shared per process, so copy before mutating.
+
+    A model that needs its own code to load is refused unless ``set_trust_remote_code(True)`` (CLI:
+    ``--trust-remote-code``).
 
     >>> tok = load_tokenizer("smollm2-135m")
     >>> tok.eos_token
@@ -524,18 +636,22 @@ def load_tokenizer(name: str | os.PathLike[str] = DEFAULT_LM, *, trust_remote_co
     """
     resolved = resolve(name)
     _check_kind(resolved, "causal-lm")
-    return _tokenizer_for(resolved, trust_remote_code)
+    return _tokenizer_for(resolved)
 
 
-def _tokenizer_for(resolved: ResolvedModel, trust_remote_code: bool, cache: bool = True) -> Any:
-    key = (resolved.identity, trust_remote_code)
+def _tokenizer_for(resolved: ResolvedModel, cache: bool = True) -> Any:
+    trust = trust_remote_code()
+    key = (resolved.identity, trust)
     with _LOCK:
         if cache and key in _TOKENIZER_CACHE:
             return _TOKENIZER_CACHE[key]
         from transformers import AutoTokenizer
 
-        extra = {"trust_remote_code": True} if trust_remote_code else {}
-        tokenizer = AutoTokenizer.from_pretrained(_source(resolved), **extra)
+        source = _source(resolved)
+        check_remote_code(resolved, None if resolved.kind == "hub" else source)
+        with _remote_code_refused(resolved):
+            # Always explicit: left unset, transformers asks on stdin whether to run the folder's code.
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
         _ensure_pad(tokenizer)
         if cache:
             _TOKENIZER_CACHE[key] = tokenizer
@@ -547,13 +663,13 @@ def load_causal_lm(
     *,
     device: str | None = None,
     dtype: torch.dtype | str | None = None,
-    trust_remote_code: bool = False,
     cache: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM in eval mode and its tokenizer: fp32 on CPU, bf16 on CUDA unless `dtype` says otherwise.
 
     The pair is cached per (identity, device, dtype) so a second call is free. Cached objects are shared
     across callers: pass `cache=False` for a private model and tokenizer you are going to train or modify.
+    A model that needs its own code to load is refused unless ``set_trust_remote_code(True)``.
 
     >>> model, tok = load_causal_lm("smollm2-135m")
     >>> model.training
@@ -563,17 +679,19 @@ def load_causal_lm(
     _check_kind(resolved, "causal-lm")
     device = device or default_device()
     torch_dtype = _as_dtype(dtype, device)
-    key = (resolved.identity, device, torch_dtype, trust_remote_code)
+    trust = trust_remote_code()
+    key = (resolved.identity, device, torch_dtype, trust)
     with _LOCK:
         if cache and key in _LM_CACHE:
             return _LM_CACHE[key]
         from transformers import AutoModelForCausalLM
 
-        tokenizer = _tokenizer_for(resolved, trust_remote_code, cache)
-        extra = {"trust_remote_code": True} if trust_remote_code else {}
+        tokenizer = _tokenizer_for(resolved, cache)
         source = _source(resolved)
-        with _quiet_progress():
-            model = AutoModelForCausalLM.from_pretrained(source, **{_dtype_kwarg(): torch_dtype}, **extra)
+        with _quiet_progress(), _remote_code_refused(resolved):
+            model = AutoModelForCausalLM.from_pretrained(
+                source, **{_dtype_kwarg(): torch_dtype}, trust_remote_code=trust
+            )
         model.to(device)
         model.eval()
         if model.generation_config.pad_token_id is None:
@@ -595,13 +713,16 @@ def load_embedder(
     resolved = resolve(name)
     _check_kind(resolved, "embedder")
     device = device or default_device()
-    key = (resolved.identity, device)
+    trust = trust_remote_code()
+    key = (resolved.identity, device, trust)
     with _LOCK:
         if key not in _EMBEDDER_CACHE:
             from sentence_transformers import SentenceTransformer
 
-            with _quiet_progress():
-                _EMBEDDER_CACHE[key] = SentenceTransformer(_source(resolved), device=device)
+            source = _source(resolved)
+            check_remote_code(resolved, None if resolved.kind == "hub" else source)
+            with _quiet_progress(), _remote_code_refused(resolved):
+                _EMBEDDER_CACHE[key] = SentenceTransformer(source, device=device, trust_remote_code=trust)
         return _EMBEDDER_CACHE[key]
 
 

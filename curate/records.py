@@ -135,7 +135,8 @@ class _Row:
         return out
 
 
-def detect_layout(fields: set[str]) -> str:
+def detect_layout(fields: set[str], source: str | None = None) -> str:
+    """The first layout (table above) whose fields are all present; ``source`` names the file in the error."""
     if "messages" in fields:
         return "openai"
     if "conversations" in fields:
@@ -149,7 +150,8 @@ def detect_layout(fields: set[str]) -> str:
     if "prompt" in fields:
         return "prompt-only"
     raise InputError(
-        f"cannot tell the layout from fields {sorted(fields)}: expected messages, conversations, "
+        f"{source + ': ' if source else ''}cannot tell the layout from fields {sorted(map(str, fields))}: "
+        "expected messages, conversations, "
         "instruction/output, prompt/completion, question/answer or prompt (or pass --map canonical=source)"
     )
 
@@ -158,6 +160,8 @@ def parse_mapping(items: Sequence[str] | None) -> dict[str, str]:
     """``["prompt=question", "answer=solution"]`` -> ``{"question": "prompt", "solution": "answer"}``."""
     out: dict[str, str] = {}
     for item in items or ():
+        if not isinstance(item, str):
+            raise InputError(f"--map {item!r}: expected canonical=source text")
         canon, sep, src = item.partition("=")
         if not sep or not canon or not src:
             raise InputError(f"--map {item!r}: expected canonical=source")
@@ -261,47 +265,102 @@ def normalise(
     """
     if not rows:
         raise InputError(f"{source}: no rows")
+    for i, raw in enumerate(rows):
+        if not isinstance(raw, dict):
+            where = f"line {lines[i]}" if lines is not None else f"row {i}"
+            raise InputError(f"{source}: {where}: expected an object, got {type(raw).__name__}")
     mapping = mapping or {}
     if mapping:
         missing = [src for src in mapping if not any(src in r for r in rows[:100])]
         if missing:
             raise InputError(f"{source}: --map names source field(s) not in the data: {', '.join(missing)}")
         rows = [{mapping.get(k, k): v for k, v in r.items()} for r in rows]
+    for i, raw in enumerate(rows):
+        _check_values(_Row(source, i, raw, lines[i] if lines is not None else None))
     fields: set[str] = set()
     for r in rows[:1000]:
         fields |= set(r)
-    layout = layout or detect_layout(fields)
+    layout = layout or detect_layout(fields, source)
     ds = data_source or source.rsplit("/", 1)[-1].split(".")[0]
     out = []
     for i, raw in enumerate(rows):
         line = lines[i] if lines is not None else None
-        if not isinstance(raw, dict):
-            raise _Row(source, i, {}, line).fail("(row)", f"expected an object, got {type(raw).__name__}")
         out.append(_normalise_row(_Row(source, i, raw, line), layout, ds))
     _assign_ids(out, rows, source, lines)
-    return to_table(out, source=source), layout
+    return to_table(out, source=source, lines=lines), layout
+
+
+#: JSON nesting a row may have. Parquet refuses to read back a schema nested past 100 levels (a list counts two),
+#: so a deeper value could be committed and then never read; real data nests a handful of levels.
+MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_values(r: _Row) -> None:
+    """Refuse what no column can hold: nesting past ``MAX_DEPTH`` and lone surrogates (JSON ``"\\ud800"``),
+    which are not Unicode and cannot be written as UTF-8."""
+    # (field, value, depth): errors name the row's own field; a path a hundred levels long would help no one
+    stack: list[tuple[str, Any, int]] = [(str(k), v, 1) for k, v in r.row.items()]
+    for k in r.row:
+        if isinstance(k, str) and not k.isascii() and _SURROGATE.search(k):
+            raise r.fail(k, "the field name holds a lone surrogate, which is not Unicode")
+    while stack:
+        field, v, depth = stack.pop()
+        if isinstance(v, str):
+            if not v.isascii() and (m := _SURROGATE.search(v)):
+                raise r.fail(field, f"text holds a lone surrogate {m.group()!r}, which is not Unicode")
+        elif isinstance(v, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise r.fail(field, f"nested more than {MAX_DEPTH} levels deep")
+            for k, x in v.items() if isinstance(v, dict) else enumerate(v):
+                if isinstance(k, str) and not k.isascii() and _SURROGATE.search(k):
+                    raise r.fail(field, f"key {k!r} holds a lone surrogate, which is not Unicode")
+                stack.append((field, x, depth + 1))
 
 
 def _assign_ids(out: list[dict], rows: Sequence[dict], source: str, lines: Sequence[int] | None) -> None:
+    """Keep each row's own ``id``; a row without one gets a hash of its content, made unique against every id."""
+
+    def where(i: int) -> str:
+        return f"line {lines[i]}" if lines is not None else f"row {i}"
+
+    given: dict[str, int] = {}
+    for i, raw in enumerate(rows):
+        v = raw.get("id")
+        if v is None:
+            continue
+        if isinstance(v, dict | list | tuple):
+            raise InputError(f"{source}: {where(i)}: field 'id': expected text or a number, got {type(v).__name__}")
+        rid = str(v)
+        if rid in given:
+            raise InputError(f"{source}: {where(i)}: field 'id': duplicate id {rid!r} (first at {where(given[rid])})")
+        given[rid] = i
     seen: dict[str, int] = {}
-    from_source = all(r.get("id") is not None for r in rows)
-    for i, (o, raw) in enumerate(zip(out, rows, strict=True)):
-        if from_source:
-            rid = str(raw["id"])
-            if rid in seen:
-                where = f"line {lines[i]}" if lines is not None else f"row {i}"
-                raise InputError(f"{source}: {where}: field 'id': duplicate id {rid!r} (first at row {seen[rid]})")
-            seen[rid] = i
-        else:
-            base = row_id({k: v for k, v in o.items() if k in ("messages", "prompt", "answer")})
-            n = seen.get(base, 0)
-            seen[base] = n + 1
-            rid = base if n == 0 else f"{base}-{n}"
+    for o, raw in zip(out, rows, strict=True):
+        if raw.get("id") is not None:
+            o["id"] = str(raw["id"])
+            continue
+        base = row_id({k: v for k, v in o.items() if k in ("messages", "prompt", "answer")})
+        n = seen.get(base, 0)
+        rid = base if n == 0 else f"{base}-{n}"
+        # A given id may look like a hash (or a hash-n): step past it rather than collide.
+        while rid in given:
+            n += 1
+            rid = f"{base}-{n}"
+        seen[base] = n + 1
         o["id"] = rid
 
 
-def to_table(rows: list[dict[str, Any]], *, source: str = "rows") -> pa.Table:
-    """Rows -> Arrow with canonical columns typed and ordered first; extra columns inferred."""
+def to_table(rows: list[dict[str, Any]], *, source: str = "rows", lines: Sequence[int] | None = None) -> pa.Table:
+    """Rows -> Arrow with canonical columns typed and ordered first; extra columns inferred.
+
+    A canonical column holding a wrong-typed value is an ``InputError`` naming the row (``lines[i]`` when given)
+    and the field. An extra column that Arrow cannot type as one column (mixed types, an empty object ``{}``
+    Parquet cannot write, nesting deeper than Parquet reads back) is kept as JSON text.
+
+    >>> to_table([{"id": "a", "meta": {}}]).column("meta").to_pylist()
+    ['{}']
+    """
     names: list[str] = []
     for r in rows:
         for k in r:
@@ -314,14 +373,74 @@ def to_table(rows: list[dict[str, Any]], *, source: str = "rows") -> pa.Table:
         typ = CANONICAL_TYPES.get(c)
         try:
             arr = pa.array(values, type=typ)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            if typ is not None:
-                raise InputError(f"{source}: field {c!r}: {e}") from None
-            # A pass-through field of mixed types: keep it, as text, rather than refuse the import.
-            arr = pa.array(
-                [None if v is None else canonical_json(v) if not isinstance(v, str) else v for v in values],
-                type=pa.string(),
-            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
+            if typ is not None or isinstance(e, OverflowError | UnicodeEncodeError):
+                raise _bad_value(values, typ, c, source, lines) from None
+            arr = _as_json_text(values)
+        if typ is None and not _parquet_safe(arr.type):
+            arr = _as_json_text(values)
         arrays.append(arr)
         fields.append(pa.field(c, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _as_json_text(values: list[Any]) -> pa.Array:
+    # A pass-through field of mixed or unwritable types: keep it, as text, rather than refuse the import.
+    return pa.array(
+        [None if v is None else canonical_json(v) if not isinstance(v, str) else v for v in values], type=pa.string()
+    )
+
+
+def _parquet_safe(t: pa.DataType, depth: int = 0) -> bool:
+    """Whether Parquet can write ``t`` and read it back: no struct without fields, nesting within its limits."""
+    if depth > 40:  # Parquet reads schemas of at most 100 levels; a list takes two, canonical columns a few
+        return False
+    if pa.types.is_struct(t):
+        return t.num_fields > 0 and all(_parquet_safe(t.field(i).type, depth + 1) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _parquet_safe(t.value_type, depth + 2)
+    if pa.types.is_map(t):
+        return _parquet_safe(t.key_type, depth + 2) and _parquet_safe(t.item_type, depth + 2)
+    return True
+
+
+_EXPECTED = {
+    "string": "text",
+    "double": "a number",
+    "float": "a number",
+    "int64": "an integer",
+    "list<item: int32>": "a list of 32-bit integers",
+}
+
+
+def _bad_value(values: list[Any], typ: pa.DataType | None, field: str, source: str, lines: Sequence[int] | None):
+    """The error for the first value of ``field`` that cannot be stored, naming its row."""
+    for i, v in enumerate(values):
+        where = f"line {lines[i]}" if lines is not None else f"row {i}"
+        if _has_big_int(v):
+            return InputError(f"{source}: {where}: field {field!r}: an integer too large for 64 bits (quote it)")
+        try:
+            pa.array([v], type=typ)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
+            if isinstance(e, UnicodeEncodeError):
+                why = "text holds a lone surrogate, which is not Unicode"
+            else:
+                shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+                expected = _EXPECTED.get(str(typ), "messages: a list of {role, content}" if typ == MESSAGES else typ)
+                why = f"expected {expected}, got {type(v).__name__} {shown}"
+            return InputError(f"{source}: {where}: field {field!r}: {why}")
+    return InputError(f"{source}: field {field!r}: values of mixed types that cannot form one column")
+
+
+def _has_big_int(v: Any) -> bool:
+    """Whether ``v`` holds an integer outside int64 anywhere inside it."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, int) and not isinstance(x, bool) and not -(2**63) <= x < 2**63:
+            return True
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list | tuple):
+            stack.extend(x)
+    return False

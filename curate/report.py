@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.outputs import atomic_write, check_out, sweep_temps
 from curate.store import Store, Version
 
 _CSS = """
@@ -226,10 +227,8 @@ def write_report(ref: str | Version, out: str | Path, *, store: Store | None = N
     from curate.api import get_store
 
     s = get_store(store)
+    out = check_out(out, s)
     version = s.load(ref)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render(version, store=s), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    page = render(version, store=s)
+    sweep_temps(out.parent)
+    return atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -206,6 +206,7 @@ def get_reward(spec: str | RewardFn) -> RewardFn:
     1.0
     """
     if callable(spec):
+        _check_signature(spec, reward_name(spec))
         return spec
     if not isinstance(spec, str) or not spec.strip():
         raise CurateError(f"--reward {spec!r}: expected a built-in name ({', '.join(REWARDS)}) or package.module:fn")
@@ -229,7 +230,52 @@ def get_reward(spec: str | RewardFn) -> RewardFn:
             raise CurateError(f"--reward {spec!r}: module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
         raise CurateError(f"--reward {spec!r}: {attr!r} is not callable")
+    _check_signature(fn, spec)
     return fn
+
+
+def _check_signature(fn: RewardFn, spec: str) -> None:
+    """Refuse, before any model loads, a function that cannot be called as ``fn(completion, answer, **row)``."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: find out when it is called
+        return
+    bare = sig.replace(  # the names say what is wrong; annotations would only lengthen the line
+        parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()], return_annotation=sig.empty
+    )
+    try:
+        sig.bind("completion", "answer")
+    except TypeError:
+        raise CurateError(
+            f"--reward {spec!r}: takes {bare}, but a reward is called as fn(completion, answer, **row)"
+        ) from None
+    if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        raise CurateError(
+            f"--reward {spec!r}: takes {bare} without **row, but is called with the row's columns "
+            "as keywords: fn(completion, answer, **row)"
+        )
+
+
+def call_reward(fn: RewardFn, name: str, completion: str, answer: object, row: dict, where: str) -> float:
+    """``fn(completion, answer, **row)`` as a finite float. Whatever the function raises, or a value that is not a
+    finite number, becomes one ``CurateError`` line naming ``where`` (the prompt), the reward and the exception.
+
+    >>> call_reward(get_reward("exact"), "exact", "42", "42", {}, "p0")
+    1.0
+    """
+    try:
+        value = fn(completion, answer, **row)
+    except Exception as e:  # noqa: BLE001 - user code can raise anything; the row that made it is what helps
+        detail = " ".join(str(e).split())
+        raise CurateError(
+            f"{where}: reward {name!r} raised {type(e).__name__}{': ' + detail if detail else ''}"
+        ) from e
+    try:
+        return check_reward_value(value)
+    except ValueError as e:
+        raise CurateError(f"{where}: reward {name!r} {e}") from None
 
 
 def reward_name(spec: str | RewardFn) -> str:

@@ -44,7 +44,7 @@ from curate.generation import (
     make_generator,
 )
 from curate.models import DEFAULT_LM
-from curate.rewards import check_reward_value, get_reward, needs_answer, reward_name, reward_source
+from curate.rewards import call_reward, get_reward, needs_answer, reward_name, reward_source
 from curate.store import Store, Version
 
 #: a sample passes when its reward exceeds this (binary rewards: correct; graded PODS-style rewards: correct)
@@ -291,10 +291,8 @@ def generate_rollouts(
         kwargs = {c: v for c, v in row.items() if c not in ("answer", "completion")}
         for j in range(n):
             c = cached[f"{k}-{j}"]
-            try:
-                reward = check_reward_value(fn(c["completion"], row.get("answer"), **kwargs))
-            except ValueError as e:
-                raise CurateError(f"{version.ref}: prompt id {pid!r} sample {j}: reward {rname!r} {e}") from None
+            where = f"{version.ref}: prompt id {pid!r} sample {j}"
+            reward = call_reward(fn, rname, c["completion"], row.get("answer"), kwargs, where)
             out["id"].append(f"{pid}-{j}")
             out["prompt_id"].append(pid)
             out["sample"].append(j)

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate.cache import RowCache, content_key, settings_key
 from curate.engine import Engine, TaskSpec, Worker, run_batches
@@ -61,10 +60,9 @@ def _default_batch_tokens(batch_tokens: int | None, on_gpu: bool) -> int:
 def _load_arrays(cache: RowCache, keys: set[str]) -> dict[str, np.ndarray]:
     # Not RowCache.load: a list of Python floats per row is ~50x slower than one flat numpy view per shard.
     out: dict[str, np.ndarray] = {}
-    if not keys or not cache.dir.exists():
+    if not keys:
         return out
-    for shard in sorted(cache.dir.glob("shard-*.parquet")):
-        table = pq.read_table(shard)
+    for table in cache.tables():  # only shards that pass their hash check
         names = table.column("key").to_pylist()
         take = [r for r, k in enumerate(names) if k in keys]
         if not take:

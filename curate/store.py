@@ -20,7 +20,7 @@ lock, so it is built from create-once objects instead:
     <root>/datasets/<name>/<version-id>/manifest.json       written last, create-if-absent
     <root>/datasets/<name>/refs/v000001.json                 {"number": 1, "id": ...}, create-if-absent
     <root>/datasets/<name>/tags/<tag>.json                   {"tag": ..., "id": ...}, last writer wins
-    <root>/cache/<kind>/<key>/shard-<uuid>.parquet           immutable, unique names
+    <root>/cache/<kind>/<key>/shard-<sha256>.parquet         immutable, named by the hash of their bytes
 
 - Commit: the data files go straight to their final keys (``<attempt>`` is random, so two writers of the same
   recipe never overwrite each other's bytes), then the manifest. A writer killed before the manifest leaves
@@ -32,6 +32,12 @@ lock, so it is built from create-once objects instead:
   AWS S3 or an S3-compatible server that honours ``If-None-Match`` (MinIO, Cloudflare R2, moto). Elsewhere
   fsspec falls back to check-then-write: keep to one writer per dataset there.
 - Tags are plain overwrites: when two writers move the same tag at once, the last one wins.
+
+What the store holds is data, checked before use, locally and remotely alike: ids are hex, file names in a manifest
+are plain names inside the version folder, a damaged manifest or refs file is one ``IntegrityError`` line naming
+it. Each refs entry records the sha256 of the version's manifest, and a manifest records the curate version that
+entered its id, so ``verify`` re-derives every id from its recipe and catches an edited ``rows``, ``op`` or
+``parents``; it walks the version folders on disk, so a lost ``refs.json`` hides nothing.
 
 Pointing at a bucket: ``--store s3://bucket/prefix`` or ``CURATE_STORE=s3://bucket/prefix``. Credentials,
 region and endpoint come from the usual places: the AWS variables (``AWS_ACCESS_KEY_ID``,
@@ -60,7 +66,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +81,17 @@ STORE_ENV = "CURATE_STORE"
 # kill the writer at the one moment that matters. Read only in that spot.
 PAUSE_ENV = "CURATE_TEST_COMMIT_PAUSE"
 ROWS_PER_FILE = 100_000
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VNUM_RE = re.compile(r"^v(\d+)$")
-_REF_FILE_RE = re.compile(r"^v(\d+)\.json$")
-_HEX_RE = re.compile(r"^[0-9a-f]{4,64}$")
+# Every pattern is used with fullmatch: ``re.match`` with ``$`` lets a trailing newline through.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VNUM_RE = re.compile(r"v(\d+)")
+_REF_FILE_RE = re.compile(r"v(\d+)\.json")
+_HEX_RE = re.compile(r"[0-9a-f]{4,64}")
 ID_LEN = 16
+_ID_RE = re.compile(rf"[0-9a-f]{{{ID_LEN}}}")
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+# A file a manifest lists is a plain name inside its version folder: no '/', and a first character that makes
+# '.' and '..' impossible.
+_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 # Each lost race means another writer landed a version, so this bounds how many commits can overtake one writer.
 _MAX_CLAIMS = 1000
 
@@ -92,7 +104,7 @@ def curate_version() -> str:
 
 def validate_name(name: str, what: str = "dataset name") -> str:
     """Reject names that could escape the store (``/``, ``..``) or confuse ref parsing (``@``)."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         raise RefError(
             f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (no '/', '..', '@'; at most 128 chars)"
         )
@@ -103,9 +115,10 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def recipe_id(parents: Sequence[str], op: dict[str, Any]) -> str:
-    """The version id: a hash of everything that determines the result."""
-    recipe = {"parents": list(parents), "op": op, "curate": curate_version()}
+def recipe_id(parents: Sequence[str], op: dict[str, Any], curate: str | None = None) -> str:
+    """The version id: a hash of everything that determines the result (``curate``: the version that ran it,
+    default this one; ``verify`` passes the one a manifest records to re-derive its id)."""
+    recipe = {"parents": list(parents), "op": op, "curate": curate or curate_version()}
     return hashlib.sha256(canonical_json(recipe).encode()).hexdigest()[:ID_LEN]
 
 
@@ -252,6 +265,144 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+# ---------------------------------------------------------------- reading what the store holds
+# Everything read from the store is data: a path, an id or a count in a manifest or a refs file is checked before
+# it is used, and a file that fails is named in one line, never followed outside its folder.
+_VERIFY_HINT = "; run `curate verify`"
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
+
+
+def _parse_json(path: StorePath, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:  # ValueError: bad JSON and bad UTF-8 alike
+        raise IntegrityError(f"{path}: damaged, not valid JSON ({_one_line(e)})") from None
+
+
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_files(path: StorePath, files: Any, key: str) -> None:
+    if not isinstance(files, list):
+        raise IntegrityError(f"{path}: damaged, {key!r} is not a list")
+    for i, f in enumerate(files):
+        where = f"{key}[{i}]"
+        if not isinstance(f, dict):
+            raise IntegrityError(f"{path}: damaged, {where} is not an object")
+        name = f.get("path")
+        if not isinstance(name, str) or not _FILE_RE.fullmatch(name):
+            raise IntegrityError(f"{path}: {where}.path {name!r} is not a plain file name inside the version folder")
+        if not _is_count(f.get("rows")):
+            raise IntegrityError(f"{path}: damaged, {where}.rows {f.get('rows')!r} is not a row count")
+        if not isinstance(f.get("sha256"), str) or not _SHA_RE.fullmatch(f["sha256"]):
+            raise IntegrityError(f"{path}: damaged, {where}.sha256 {f.get('sha256')!r} is not a sha256")
+
+
+def parse_manifest(path: StorePath, data: bytes, name: str, vid: str) -> dict[str, Any]:
+    """A manifest's bytes as a dict, checked to be one of version ``name@vid``; ``IntegrityError`` otherwise."""
+    m = _parse_json(path, data)
+    if not isinstance(m, dict):
+        raise IntegrityError(f"{path}: damaged, not a JSON object")
+    if m.get("id") != vid or m.get("name") != name:
+        raise IntegrityError(
+            f"{path}: manifest of {m.get('name')!r}@{m.get('id')!r} in the folder of {name}@{vid} (moved or edited)"
+        )
+    if not _is_count(m.get("rows")):
+        raise IntegrityError(f"{path}: damaged, 'rows' {m.get('rows')!r} is not a row count")
+    if not isinstance(m.get("op"), dict):
+        raise IntegrityError(f"{path}: damaged, 'op' is not an object")
+    parents = m.get("parents", [])
+    if not isinstance(parents, list) or not all(
+        isinstance(p, dict)
+        and isinstance(p.get("name"), str)
+        and _NAME_RE.fullmatch(p["name"])
+        and isinstance(p.get("id"), str)
+        and _ID_RE.fullmatch(p["id"])
+        for p in parents
+    ):
+        raise IntegrityError(f"{path}: damaged, 'parents' is not a list of {{name, id}} with hex ids")
+    _check_files(path, m.get("files"), "files")
+    _check_files(path, m.get("aux_files", []), "aux_files")
+    schema = m.get("schema", [])
+    if not isinstance(schema, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in schema):
+        raise IntegrityError(f"{path}: damaged, 'schema' is not a list of columns")
+    return m
+
+
+def _check_entry(path: StorePath, e: Any, number: int | None = None) -> dict[str, Any]:
+    """One version entry of a refs file: ``{"number", "id"[, "manifest_sha256"]}`` with a hex id."""
+    if not isinstance(e, dict):
+        raise IntegrityError(f"{path}: damaged, a version entry is not an object")
+    n, vid, sha = e.get("number"), e.get("id"), e.get("manifest_sha256")
+    if number is not None and n is None:
+        n = number
+    if not _is_count(n) or n < 1 or (number is not None and n != number):
+        raise IntegrityError(f"{path}: damaged, version number {n!r} is not valid here")
+    if not isinstance(vid, str) or not _ID_RE.fullmatch(vid):
+        raise IntegrityError(f"{path}: version id {vid!r} is not {ID_LEN} hex digits")
+    if sha is not None and not (isinstance(sha, str) and _SHA_RE.fullmatch(sha)):
+        raise IntegrityError(f"{path}: damaged, manifest_sha256 {sha!r} is not a sha256")
+    out: dict[str, Any] = {"number": n, "id": vid}
+    if sha is not None:
+        out["manifest_sha256"] = sha
+    return out
+
+
+def _check_refs(path: StorePath, refs: Any) -> dict[str, Any]:
+    if not isinstance(refs, dict) or not isinstance(refs.get("versions"), list):
+        raise IntegrityError(f"{path}: damaged, not an object with a 'versions' list")
+    versions = [_check_entry(path, e) for e in refs["versions"]]
+    if not versions:
+        raise IntegrityError(f"{path}: damaged, lists no versions")
+    numbers = [e["number"] for e in versions]
+    ids = [e["id"] for e in versions]
+    if numbers != sorted(set(numbers)) or len(set(ids)) != len(ids):
+        raise IntegrityError(f"{path}: damaged, version numbers or ids repeat or are out of order")
+    tags = refs.get("tags", {})
+    if not isinstance(tags, dict):
+        raise IntegrityError(f"{path}: damaged, 'tags' is not an object")
+    for tag, vid in tags.items():
+        if not _NAME_RE.fullmatch(tag) or ".." in tag or _VNUM_RE.fullmatch(tag) or tag == "latest":
+            raise IntegrityError(f"{path}: tag {tag!r} is not a valid tag name")
+        if not isinstance(vid, str) or not _ID_RE.fullmatch(vid):
+            raise IntegrityError(f"{path}: tag {tag!r} points at {vid!r}, not an id of {ID_LEN} hex digits")
+    return {**refs, "versions": versions, "tags": dict(tags)}
+
+
+def _read_version_file(path: StorePath, rows: int | None, columns: Sequence[str] | None) -> pa.Table:
+    """A version's data or decisions file, or one ``IntegrityError`` line naming it."""
+    try:
+        table = read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: missing{_VERIFY_HINT}") from None
+    except (pa.ArrowException, OSError, ValueError) as e:
+        if columns is not None:
+            try:  # a column the caller asked for that the file lacks is the caller's mistake, not damage
+                names = set(_parquet_schema(path).names)
+            except Exception:  # noqa: BLE001 - the footer is damaged too: the error below says so
+                names = None
+            if names is not None and not set(columns) <= names:
+                raise
+        # pyarrow repeats the path in its message; the line names the file once, up front.
+        why = re.sub(r"^Could not open Parquet input source '[^']*': ", "", _one_line(e))
+        raise IntegrityError(f"{path}: cannot be read as Parquet ({why}){_VERIFY_HINT}") from None
+    if rows is not None and table.num_rows != rows:
+        raise IntegrityError(f"{path}: holds {table.num_rows} rows, its manifest says {rows}{_VERIFY_HINT}")
+    return table
+
+
+def _parquet_schema(path: StorePath) -> pa.Schema:
+    if isinstance(path, RemotePath):
+        with path.open("rb") as f:
+            return pq.read_schema(f)
+    return pq.read_schema(path)
+
+
 @dataclass(frozen=True)
 class Version:
     """One committed, immutable dataset version.
@@ -265,6 +416,8 @@ class Version:
     name: str
     id: str
     manifest: dict[str, Any]
+    # sha256 of the manifest's bytes as read: what the refs entry records when the version is registered.
+    manifest_sha256: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def number(self) -> int | None:
@@ -298,10 +451,11 @@ class Version:
         return [self.path / f["path"] for f in self.manifest["files"]]
 
     def to_arrow(self, columns: Sequence[str] | None = None) -> pa.Table:
-        files = self.data_files()
+        """The version's rows; a data file that is missing or does not parse is one ``IntegrityError`` line."""
+        files = self.manifest["files"]
         if not files:
             return pa.schema([]).empty_table()
-        tables = [read_parquet(f, columns=columns) for f in files]
+        tables = [_read_version_file(self.path / f["path"], f["rows"], columns) for f in files]
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def to_polars(self, columns: Sequence[str] | None = None):
@@ -322,9 +476,9 @@ class Version:
         # A remote commit names the file per attempt; the manifest says which one belongs to this version.
         aux = [f for f in self.manifest.get("aux_files", []) if f.get("kind") == "decisions"]
         if aux:
-            return read_parquet(self.path / aux[0]["path"])
+            return _read_version_file(self.path / aux[0]["path"], aux[0]["rows"], None)
         p = self.path / "decisions.parquet"
-        return read_parquet(p) if p.exists() else None
+        return _read_version_file(p, None, None) if p.exists() else None
 
     @property
     def columns(self) -> list[str]:
@@ -355,8 +509,9 @@ class Store:
         raw = root or os.environ.get(STORE_ENV) or ".curate"
         self.fs: Any = None
         self.root: StorePath
-        # Ref objects never change once created, so what was read once is kept: {name: {file name: (n, id)}}.
-        self._ref_memo: dict[str, dict[str, tuple[int, str]]] = {}
+        # Ref objects never change once created, so what was read once is kept:
+        # {name: {file name: (number, id, manifest sha256 or None)}}.
+        self._ref_memo: dict[str, dict[str, tuple[int, str, str | None]]] = {}
         if _is_url(raw):
             fs, path = _open_root(raw, storage_options)
             if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
@@ -398,9 +553,13 @@ class Store:
         if self.remote:
             return {"versions": self._remote_versions(name), "tags": self._remote_tags(name)}
         p = self._refs_path(name)
-        if not p.exists():
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
             return {"versions": [], "tags": {}}
-        return json.loads(p.read_text())
+        except OSError as e:
+            raise IntegrityError(f"{p}: cannot be read ({_one_line(e)})") from None
+        return _check_refs(p, _parse_json(p, data))
 
     def _write_refs(self, name: str, refs: dict[str, Any]) -> None:
         p = self._refs_path(name)
@@ -414,16 +573,18 @@ class Store:
     def _remote_versions(self, name: str) -> list[dict[str, Any]]:
         known = self._ref_memo.setdefault(name, {})
         refs_dir = self.dataset_dir(name) / "refs"
-        new = [p for p in refs_dir.iterdir() if _REF_FILE_RE.match(p.name) and p.name not in known]
+        new = [p for p in refs_dir.iterdir() if _REF_FILE_RE.fullmatch(p.name) and p.name not in known]
         if new:
             for key, data in self.fs.cat([p.path for p in new]).items():
                 fname = key.rsplit("/", 1)[-1]
-                known[fname] = (int(_REF_FILE_RE.match(fname).group(1)), json.loads(data)["id"])
+                where = refs_dir / fname
+                e = _check_entry(where, _parse_json(where, data), int(_REF_FILE_RE.fullmatch(fname).group(1)))
+                known[fname] = (e["number"], e["id"], e.get("manifest_sha256"))
         out, seen = [], set()
-        for n, vid in sorted(known.values()):
+        for n, vid, sha in sorted(known.values(), key=lambda t: t[:2]):
             if vid not in seen:  # two claims of one id cannot happen by design; keep the first if one ever does
                 seen.add(vid)
-                out.append({"number": n, "id": vid})
+                out.append({"number": n, "id": vid, **({"manifest_sha256": sha} if sha else {})})
         return out
 
     def _remote_tags(self, name: str) -> dict[str, str]:
@@ -431,15 +592,31 @@ class Store:
         if not files:
             return {}
         blobs = self.fs.cat([p.path for p in files])
-        return {key.rsplit("/", 1)[-1][: -len(".json")]: json.loads(blobs[key])["id"] for key in sorted(blobs)}
+        tags = {}
+        for key in sorted(blobs):
+            fname = key.rsplit("/", 1)[-1]
+            tags[fname[: -len(".json")]] = self._remote_tag_id(self.dataset_dir(name) / "tags" / fname, blobs[key])
+        return tags
+
+    @staticmethod
+    def _remote_tag_id(path: RemotePath, data: bytes) -> str:
+        tag = path.name[: -len(".json")]
+        if not _NAME_RE.fullmatch(tag) or ".." in tag:
+            raise IntegrityError(f"{path}: {tag!r} is not a valid tag name")
+        entry = _parse_json(path, data)
+        vid = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(vid, str) or not _ID_RE.fullmatch(vid):
+            raise IntegrityError(f"{path}: tag {tag!r} points at {vid!r}, not an id of {ID_LEN} hex digits")
+        return vid
 
     def _tag_target(self, name: str, tag: str) -> str | None:
         if not self.remote:
             return self._read_refs(name)["tags"].get(tag)
-        if not _NAME_RE.match(tag) or ".." in tag:
+        if not _NAME_RE.fullmatch(tag) or ".." in tag:
             return None
+        path = self.dataset_dir(name) / "tags" / f"{tag}.json"
         try:
-            return json.loads((self.dataset_dir(name) / "tags" / f"{tag}.json").read_text())["id"]
+            return self._remote_tag_id(path, path.read_bytes())
         except FileNotFoundError:
             return None
 
@@ -467,12 +644,21 @@ class Store:
         return v
 
     def _try_version(self, name: str, vid: str) -> Version | None:
+        if not isinstance(vid, str) or not _ID_RE.fullmatch(vid):
+            raise RefError(f"{name}@{vid!r}: not a version id ({ID_LEN} hex digits)")
+        path = self.dataset_dir(name) / vid / "manifest.json"
         # Reading the manifest is also the existence test: one request on object storage, not two.
         try:
-            manifest = json.loads((self.dataset_dir(name) / vid / "manifest.json").read_text())
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        return Version(self, name, vid, manifest)
+        except OSError as e:
+            raise IntegrityError(f"{path}: cannot be read ({_one_line(e)}){_VERIFY_HINT}") from None
+        try:
+            manifest = parse_manifest(path, data, name, vid)
+        except IntegrityError as e:
+            raise IntegrityError(f"{e}{_VERIFY_HINT}") from None
+        return Version(self, name, vid, manifest, hashlib.sha256(data).hexdigest())
 
     def resolve(self, ref: str) -> tuple[str, str]:
         """``name``, ``name@latest``, ``name@v3``, ``name@<id-prefix>``, ``name@<tag>`` -> (name, version id)."""
@@ -486,7 +672,7 @@ class Store:
             raise RefError(f"unknown dataset {name!r} in store {self.root} (datasets: {known})")
         if spec in ("", "latest"):
             return name, versions[-1]["id"]
-        if m := _VNUM_RE.match(spec):
+        if m := _VNUM_RE.fullmatch(spec):
             n = int(m.group(1))
             for e in versions:
                 if e["number"] == n:
@@ -494,7 +680,7 @@ class Store:
             raise RefError(f"{ref}: {name} has versions v1..v{versions[-1]['number']}")
         if (tagged := self._tag_target(name, spec)) is not None:
             return name, tagged
-        if _HEX_RE.match(spec):
+        if _HEX_RE.fullmatch(spec):
             hits = [e["id"] for e in versions if e["id"].startswith(spec)]
             if len(hits) == 1:
                 return name, hits[0]
@@ -513,7 +699,7 @@ class Store:
         """The version this recipe would produce, if it was already committed (a free re-run)."""
         vid = recipe_id([p.id for p in parents], op)
         if (v := self._try_version(name, vid)) is not None:
-            self._register(name, vid)
+            self._register(name, vid, v.manifest_sha256)
         return v
 
     def commit(
@@ -535,9 +721,10 @@ class Store:
         """
         validate_name(name)
         parent_ids = [p.id for p in parents]
-        vid = recipe_id(parent_ids, op)
+        made_by = curate_version()
+        vid = recipe_id(parent_ids, op, made_by)
         if (v := self._try_version(name, vid)) is not None:
-            self._register(name, vid)
+            self._register(name, vid, v.manifest_sha256)
             return v
 
         t0 = time.perf_counter()
@@ -551,11 +738,16 @@ class Store:
             "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
             "stats": stats or {},
             "env": environment(),
+            # The curate version that entered the id: with parents and op, verify re-derives the id from it.
+            "recipe_curate": made_by,
         }
         publish = self._publish_remote if self.remote else self._publish_local
         publish(table, decisions, manifest, name, vid, extra=extra, timings=timings, t0=t0)
-        self._register(name, vid)
-        return self._version(name, vid)
+        # Read back before registering: a concurrent writer of the same recipe may have published first, and the
+        # manifest hash the refs entry records must be that of the manifest that stands.
+        v = self._version(name, vid)
+        self._register(name, vid, v.manifest_sha256)
+        return v
 
     @staticmethod
     def _finish_manifest(
@@ -569,7 +761,8 @@ class Store:
         manifest["aux_files"] = [f for f in files if f.get("kind") == "decisions"]
         manifest["timings"] = {**(timings or {}), "commit_s": round(time.perf_counter() - t0, 4)}
         if extra:
-            manifest.update(extra)
+            # Extra facts never replace the recorded recipe or files: verify re-derives the id from those.
+            manifest.update({k: v for k, v in extra.items() if k not in manifest})
         if pause := float(os.environ.get(PAUSE_ENV) or 0):
             time.sleep(pause)
         return json.dumps(manifest, indent=1, default=str)
@@ -637,20 +830,25 @@ class Store:
             _remove_quietly(written)
             raise
 
-    def _register(self, name: str, vid: str) -> int:
+    def _register(self, name: str, vid: str, manifest_sha256: str | None = None) -> int:
+        """Give ``vid`` the next version number; the entry also records the manifest's sha256 so that an edited
+        manifest is caught by ``verify``."""
         if self.remote:
-            return self._claim_number(name, vid)
+            return self._claim_number(name, vid, manifest_sha256)
         with self._locked(name):
             refs = self._read_refs(name)
             for e in refs["versions"]:
                 if e["id"] == vid:
                     return e["number"]
             number = refs["versions"][-1]["number"] + 1 if refs["versions"] else 1
-            refs["versions"].append({"number": number, "id": vid})
+            entry: dict[str, Any] = {"number": number, "id": vid}
+            if manifest_sha256:
+                entry["manifest_sha256"] = manifest_sha256
+            refs["versions"].append(entry)
             self._write_refs(name, refs)
         return number
 
-    def _claim_number(self, name: str, vid: str) -> int:
+    def _claim_number(self, name: str, vid: str, manifest_sha256: str | None = None) -> int:
         refs_dir = self.dataset_dir(name) / "refs"
         for _ in range(_MAX_CLAIMS):
             versions = self._remote_versions(name)
@@ -661,16 +859,18 @@ class Store:
             fname = f"v{number:06d}.json"
             try:
                 entry = {"number": number, "id": vid, "created": _now()}
+                if manifest_sha256:
+                    entry["manifest_sha256"] = manifest_sha256
                 (refs_dir / fname).write_text(json.dumps(entry), exclusive=True)
             except FileExistsError:
                 continue  # another writer claimed this number first: look again, take the next one
-            self._ref_memo.setdefault(name, {})[fname] = (number, vid)
+            self._ref_memo.setdefault(name, {})[fname] = (number, vid, manifest_sha256)
             return number
         raise CurateError(f"{name}@{vid}: could not claim a version number after {_MAX_CLAIMS} tries")
 
     def number(self, name: str, vid: str) -> int | None:
         if self.remote:
-            for n, known in self._ref_memo.get(name, {}).values():
+            for n, known, _ in self._ref_memo.get(name, {}).values():
                 if known == vid:
                     return n
         for e in self._version_list(name):
@@ -680,7 +880,7 @@ class Store:
 
     def tag(self, ref: str, tag: str) -> Version:
         validate_name(tag, "tag")
-        if tag == "latest" or _VNUM_RE.match(tag):
+        if tag == "latest" or _VNUM_RE.fullmatch(tag):
             raise RefError(f"invalid tag {tag!r}: 'latest' and v<N> are reserved")
         name, vid = self.resolve(ref)
         if self.remote:
@@ -694,53 +894,184 @@ class Store:
         return self._version(name, vid)
 
     # ---------------------------------------------------------------- checking
-    def verify(self, ref: str | None = None) -> list[str]:
-        """Re-hash every data file; return one line per problem (empty list = all good)."""
+    def verify(self, ref: str | None = None, *, cache: bool | None = None) -> list[str]:
+        """Check the store; return one line per problem (empty list = all good).
+
+        Every version folder on disk, registered or not (a lost ``refs.json`` hides nothing): its manifest parses,
+        its bytes are the ones its refs entry recorded, its id re-derives from its recipe (parents, op, curate
+        version), its row counts agree with its files, and every file re-hashes to the manifest's sha256. With
+        ``cache`` (default: on for the whole store, off for one ``ref``) every cache shard is re-hashed too.
+
+        >>> Store(".curate").verify()        # doctest: +SKIP
+        []
+        """
         if ref is not None:
-            versions = [self.load(ref)]
+            name, vid = self.resolve(ref)
+            entry = next((e for e in self._version_list(name) if e["id"] == vid), None)
+            problems = self._verify_version(name, vid, entry)
         else:
-            versions = [v for name in self.datasets() for v in self.versions(name)]
-        problems = []
-        for v in versions:
-            for f in v.manifest["files"] + v.manifest.get("aux_files", []):
-                p = v.path / f["path"]
-                try:
-                    digest = sha256_file(p)
-                except FileNotFoundError:
-                    problems.append(f"{p}: missing (manifest of {v.ref})")
-                    continue
-                if digest != f["sha256"]:
-                    problems.append(f"{p}: sha256 mismatch (manifest of {v.ref})")
+            problems = [line for name in self._dataset_names() for line in self._verify_dataset(name)]
+        if cache if cache is not None else ref is None:
+            problems += self.verify_cache()
         return problems
+
+    def verify_cache(self) -> list[str]:
+        """Re-hash every cache shard; one line per shard that fails (a run ignores it and recomputes its rows)."""
+        from curate.cache import check_shard
+
+        problems = []
+        for p in self._cache_files("shard-*.parquet"):
+            if (why := check_shard(p, parse=False)[1]) is not None:
+                problems.append(f"{p}: cache shard {why} (ignored and recomputed; `curate gc --remove` deletes it)")
+        return problems
+
+    def _cache_files(self, pattern: str) -> list[StorePath]:
+        return sorted((self.root / "cache").glob(f"*/*/{pattern}"))
+
+    def _dataset_names(self) -> list[str]:
+        d = self.root / "datasets"
+        if self.remote:
+            return sorted(p.name for p in d.iterdir())
+        return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
+
+    def _verify_dataset(self, dname: str) -> list[str]:
+        d = self.root / "datasets" / dname
+        if not _NAME_RE.fullmatch(dname) or ".." in dname:
+            return [f"{d}: not a valid dataset name (nothing can read it)"]
+        on_disk = sorted(p.parent.name for p in d.glob("*/manifest.json"))
+        refs_at = d / "refs" if self.remote else d / "refs.json"
+        try:
+            entries = self._version_list(dname)
+            tags = self.tags(dname)
+        except CurateError as e:  # a damaged refs file: still check every version folder on disk
+            return [str(e), *(line for vid in on_disk for line in self._verify_version(dname, vid, None))]
+        problems = []
+        registered = {e["id"]: e for e in entries}
+        unregistered = [vid for vid in on_disk if vid not in registered]
+        if unregistered and not entries:
+            problems.append(
+                f"{refs_at}: missing, but {d} holds {len(unregistered)} committed version(s) that no ref reaches "
+                f"({', '.join(unregistered)})"
+            )
+        else:
+            problems += [
+                f"{d / vid}: committed but not registered in {refs_at} (refs edited, or a commit killed before it "
+                "registered: re-running its recipe registers it)"
+                for vid in unregistered
+            ]
+        for e in entries:
+            problems += self._verify_version(dname, e["id"], e)
+        for vid in unregistered:
+            problems += self._verify_version(dname, vid, None)
+        for tag, tid in sorted(tags.items()):
+            if tid not in registered:
+                problems.append(
+                    f"{refs_at}: tag {tag!r} points at {tid}, which is not a registered version of {dname}"
+                )
+        return problems
+
+    def _verify_version(self, name: str, vid: str, entry: dict[str, Any] | None) -> list[str]:
+        vdir = self.dataset_dir(name) / vid
+        if not _ID_RE.fullmatch(vid):
+            return [f"{vdir}: folder name is not a version id ({ID_LEN} hex digits)"]
+        ref = f"{name}@v{entry['number']}" if entry else f"{name}@{vid}"
+        mpath = vdir / "manifest.json"
+        try:
+            data = mpath.read_bytes()
+        except FileNotFoundError:
+            return [f"{mpath}: missing ({ref} is registered but has no manifest)"]
+        except OSError as e:
+            return [f"{mpath}: cannot be read ({_one_line(e)})"]
+        problems = []
+        recorded = entry.get("manifest_sha256") if entry else None
+        if recorded and hashlib.sha256(data).hexdigest() != recorded:
+            problems.append(f"{mpath}: sha256 mismatch with the one recorded when {ref} was registered (edited)")
+        try:
+            m = parse_manifest(mpath, data, name, vid)
+        except IntegrityError as e:
+            return [*problems, str(e)]
+        env = m.get("env")
+        made_by = m.get("recipe_curate") or (env.get("curate") if isinstance(env, dict) else None)
+        derived = recipe_id([p["id"] for p in m.get("parents", [])], m["op"], made_by) if made_by else None
+        if derived != vid:
+            problems.append(
+                f"{mpath}: its recipe (parents, op, curate {made_by}) hashes to {derived}, not to its id (edited)"
+            )
+        held = sum(f["rows"] for f in m["files"])
+        if held != m["rows"]:
+            problems.append(f"{mpath}: says {m['rows']} rows but its files hold {held} (manifest of {ref})")
+        for f in m["files"] + m.get("aux_files", []):
+            problems += self._verify_file(vdir / f["path"], f, ref)
+        return problems
+
+    @staticmethod
+    def _verify_file(p: StorePath, f: dict[str, Any], ref: str) -> list[str]:
+        try:
+            if isinstance(p, RemotePath):
+                data = p.read_bytes()  # one GET, hashed and then parsed from memory
+                digest, source = hashlib.sha256(data).hexdigest(), pa.BufferReader(data)
+            else:
+                digest, source = sha256_file(p), p
+        except FileNotFoundError:
+            return [f"{p}: missing (manifest of {ref})"]
+        except OSError as e:
+            return [f"{p}: cannot be read ({_one_line(e)}) (manifest of {ref})"]
+        if digest != f["sha256"]:
+            return [f"{p}: sha256 mismatch (manifest of {ref})"]
+        try:
+            held = pq.read_metadata(source).num_rows
+        except (pa.ArrowException, OSError, ValueError) as e:
+            return [f"{p}: does not parse as Parquet ({_one_line(e)}) (manifest of {ref})"]
+        if held != f["rows"]:
+            return [f"{p}: holds {held} rows, the manifest of {ref} says {f['rows']}"]
+        return []
 
     def check(self, ref: str | None = None) -> None:
         if problems := self.verify(ref):
             raise IntegrityError(problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
 
     def gc(self, *, remove: bool = False, min_age_s: float = 3600.0) -> list[str]:
-        """Leftovers of killed or lost commits: files no manifest lists, and staging folders.
+        """Leftovers: staging folders and files of killed or lost commits, temp files of killed cache and refs
+        writes, and cache shards that fail their hash check.
 
-        They are invisible to every reader; this lists them (and deletes them with ``remove=True``). Only
-        leftovers older than ``min_age_s`` are taken, so a commit still in flight keeps its files.
+        All are invisible to every reader; this lists them (and deletes them with ``remove=True``). Leftovers of
+        a write are only taken when older than ``min_age_s``, so a command still in flight keeps its files; a bad
+        shard is taken at any age (shards are published whole, so a bad one is never still being written). A
+        version folder whose manifest is damaged is left alone: ``verify`` names it for a person to look at.
 
         >>> Store("s3://bucket/curate").gc()                        # doctest: +SKIP
         ['s3://bucket/curate/datasets/toy/1f0c.../data-00000-9a8b7c6d.parquet']
         """
+        from curate.cache import check_shard
+
+        if min_age_s < 0:
+            raise CurateError(f"--min-age must be >= 0 seconds, got {min_age_s}")
         found: list[StorePath] = []
         if not self.remote and (self.root / "tmp").exists():
             found += sorted((self.root / "tmp").iterdir())
         datasets_dir = self.root / "datasets"
         for ds in sorted(datasets_dir.iterdir()) if self.remote or datasets_dir.exists() else []:
+            if not self.remote:
+                if not ds.is_dir():
+                    continue
+                found += sorted(ds.glob(".refs.*.tmp"))
             for vdir in sorted(ds.iterdir()):
                 if vdir.name in ("refs", "tags") or not vdir.is_dir():
                     continue
                 manifest = vdir / "manifest.json"
                 listed = {"manifest.json"}
-                if manifest.exists():
-                    m = json.loads(manifest.read_text())
-                    listed |= {f["path"] for f in m.get("files", []) + m.get("aux_files", [])}
+                try:
+                    m = parse_manifest(manifest, manifest.read_bytes(), ds.name, vdir.name)
+                except FileNotFoundError:
+                    pass  # no version here (a killed remote commit): every file is a leftover
+                except (OSError, IntegrityError):
+                    continue
+                else:
+                    listed |= {f["path"] for f in m["files"] + m.get("aux_files", [])}
                 found += [p for p in sorted(vdir.iterdir()) if p.name not in listed]
+        found += self._cache_files(".shard-*.tmp") + self._cache_files(".settings.*.tmp")
         old = [p for p in found if self._age_s(p) >= min_age_s]
+        old += [p for p in self._cache_files("shard-*.parquet") if check_shard(p, parse=False)[1] is not None]
         if remove:
             for p in old:
                 if isinstance(p, RemotePath):

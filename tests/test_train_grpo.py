@@ -13,6 +13,7 @@ import curate
 import curate.train
 from curate.errors import CurateError
 from curate.train import GRPOConfig
+from curate.train.data import load_state
 
 grpo_mod = importlib.import_module("curate.train.grpo")  # `curate.train.grpo` is the function, not the module
 
@@ -129,7 +130,7 @@ def test_downsample_drop_zero_variance_and_curriculum_log_kept_fraction(digits, 
         save_every=3,
     )
     assert len(logs) == 3 and all(r["kept_fraction"] <= 0.5 for r in logs)
-    state = torch.load(result.checkpoint / "trainer_state.pt", weights_only=False)
+    state = load_state(result.checkpoint)
     # Every generated reward reaches the sampler's posteriors (before any drop): Beta(1, 1) priors on 10 prompts
     # plus 3 steps x 4 prompts x 8 rewards.
     assert sum(state["sampler"]["alpha"]) + sum(state["sampler"]["beta"]) == pytest.approx(2 * 10 + 3 * 4 * 8)

@@ -155,6 +155,7 @@ def train_reference(
     """
     from curate.cache import settings_key
     from curate.models import resolve
+    from curate.outputs import writing_store_cache
     from curate.train import sft
     from curate.train.data import CONFIG_FILE
 
@@ -174,7 +175,8 @@ def train_reference(
                 # The trainer reads store versions; a throwaway store keeps the user's store unchanged.
                 save(list(data), name="part", store=tmp)
                 ref, data_store = "part", tmp
-            sft(ref, store=data_store, model=start, out=str(stage), **config)
+            with writing_store_cache():  # the one trainer --out that may lie in the store: its own model cache
+                sft(ref, store=data_store, model=start, out=str(stage), **config)
         try:
             os.replace(stage, out)
         except OSError:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,13 +26,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curate.errors import CurateError, InputError
+from curate.store import sha256_file
 
 if TYPE_CHECKING:
     import torch
 
 IGNORE = -100
 CHECKPOINT_PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.pt"
+# Trainer state is JSON plus safetensors: nothing in a checkpoint is unpickled, so a planted file cannot run code.
+STATE_FILE = "trainer_state.json"
+TENSORS_FILE = "trainer_state.safetensors"
+LEGACY_STATE_FILE = "trainer_state.pt"
+STATE_FORMAT = 1
 CONFIG_FILE = "curate_train.json"
 
 
@@ -284,7 +290,14 @@ def prepare_out(out: Path, resume: bool) -> Path | None:
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    found = [p for p in out.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).exists()]
+    """The highest-numbered ``checkpoint-N`` folder holding trainer state (a legacy pickled one too, so that
+    resuming it is refused by ``load_state`` rather than silently starting over)."""
+    found = [
+        p
+        for p in out.glob(f"{CHECKPOINT_PREFIX}*")
+        if re.fullmatch(r"\d+", p.name[len(CHECKPOINT_PREFIX) :])
+        and ((p / STATE_FILE).exists() or (p / LEGACY_STATE_FILE).exists())
+    ]
     return max(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
 
 
@@ -310,9 +323,7 @@ def run_info(config: Any, version: Any, model_identity: str, **extra: Any) -> di
 
 def save_model(path: Path, model: Any, tokenizer: Any, info: dict[str, Any], state: dict[str, Any] | None) -> Path:
     """Write a Hugging Face folder (safetensors + tokenizer + ``curate_train.json``), atomically when ``state`` is
-    given (a resumable checkpoint: optimizer, step, RNG in ``trainer_state.pt``)."""
-    import torch
-
+    given (a resumable checkpoint: optimizer, step, RNG in ``trainer_state.json`` + ``.safetensors``)."""
     target = path
     if state is not None:
         path = path.with_name(f".{path.name}.tmp")
@@ -322,31 +333,157 @@ def save_model(path: Path, model: Any, tokenizer: Any, info: dict[str, Any], sta
     tokenizer.save_pretrained(path)
     (path / CONFIG_FILE).write_text(json.dumps(info, indent=1, default=str))
     if state is not None:
-        torch.save(state, path / STATE_FILE)
+        save_state(path, state)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(path, target)
     return target
 
 
-def load_state(checkpoint: Path) -> dict[str, Any]:
+# A trainer state is a tree of dicts, lists, tuples, scalars, tensors and numpy arrays (optimizer state_dict,
+# RNG states). It is written as JSON with every tensor replaced by {"$tensor": name} (stored in safetensors),
+# every array by {"$ndarray": name, ...} (its bytes as a uint8 tensor), tuples as {"$tuple": [...]} and dicts
+# with non-string keys (optimizer state is keyed by int) as {"$items": [[k, v], ...]}. Reading it back builds
+# only those types: there is no class name to import and nothing to call.
+def _encode(x: Any, tensors: dict[str, Any]) -> Any:
     import torch
 
-    # Our own file, written by save_model: it holds RNG states and numpy arrays, which weights_only rejects.
-    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=False)
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    if isinstance(x, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = x.detach().to("cpu").contiguous().clone()
+        return {"$tensor": name}
+    if isinstance(x, np.ndarray):
+        name = f"t{len(tensors)}"
+        raw = np.ascontiguousarray(x)
+        tensors[name] = torch.from_numpy(raw.reshape(-1).view(np.uint8).copy())
+        return {"$ndarray": name, "dtype": raw.dtype.str, "shape": list(raw.shape)}
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, tuple):
+        return {"$tuple": [_encode(v, tensors) for v in x]}
+    if isinstance(x, list):
+        return [_encode(v, tensors) for v in x]
+    if isinstance(x, dict):
+        if all(isinstance(k, str) and not k.startswith("$") for k in x):
+            return {k: _encode(v, tensors) for k, v in x.items()}
+        return {"$items": [[_encode(k, tensors), _encode(v, tensors)] for k, v in x.items()]}
+    raise CurateError(f"trainer state: cannot save a {type(x).__name__} without pickle")
+
+
+def _decode(x: Any, tensors: dict[str, Any]) -> Any:
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    if isinstance(x, list):
+        return [_decode(v, tensors) for v in x]
+    if not isinstance(x, dict):
+        raise ValueError(f"unexpected {type(x).__name__}")
+    if "$tensor" in x:
+        return tensors[x["$tensor"]]
+    if "$ndarray" in x:
+        dtype = np.dtype(x["dtype"])
+        if dtype.hasobject:  # an object array would need pickle to mean anything
+            raise ValueError(f"array dtype {x['dtype']!r}")
+        raw = tensors[x["$ndarray"]].numpy().tobytes()
+        return np.frombuffer(raw, dtype=dtype).reshape([int(n) for n in x["shape"]]).copy()
+    if "$tuple" in x:
+        return tuple(_decode(v, tensors) for v in x["$tuple"])
+    if "$items" in x:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in x["$items"]}
+    if any(k.startswith("$") for k in x):
+        raise ValueError(f"unknown marker {sorted(x)}")
+    return {k: _decode(v, tensors) for k, v in x.items()}
+
+
+def save_state(folder: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (step, optimizer ``state_dict``, RNG states, ...) as ``trainer_state.json`` and
+    ``trainer_state.safetensors``, no pickle; ``load_state`` reads it back exactly.
+
+    >>> save_state(Path("ckpt"), {"step": 3, "rng": rng_state()})  # doctest: +SKIP
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Any] = {}
+    body = _encode(dict(state), tensors)
+    save_file(tensors, str(folder / TENSORS_FILE))
+    doc = {
+        "format": STATE_FORMAT,
+        "step": state.get("step"),
+        "tensors": {"file": TENSORS_FILE, "sha256": sha256_file(folder / TENSORS_FILE)},
+        "state": body,
+    }
+    (folder / STATE_FILE).write_text(json.dumps(doc))
+
+
+def load_state(checkpoint: Path) -> dict[str, Any]:
+    """Read a checkpoint's trainer state written by ``save_state``; anything else is refused with one line.
+
+    A ``trainer_state.pt`` (older curate, or planted) is never unpickled: unpickling can run any code.
+
+    >>> load_state(Path("runs/sft/checkpoint-000030"))["step"]  # doctest: +SKIP
+    30
+    """
+    from safetensors.torch import load_file
+
+    legacy = checkpoint / LEGACY_STATE_FILE
+    if legacy.exists():
+        raise CurateError(
+            f"{legacy}: pickled trainer state is not loaded (it can run code); "
+            "resume from a checkpoint written by this curate version"
+        )
+    where = checkpoint / STATE_FILE
+    try:
+        doc = json.loads(where.read_text())
+    except FileNotFoundError:
+        raise CurateError(f"{where}: missing; this checkpoint cannot be resumed") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CurateError(f"{where}: not valid JSON ({type(e).__name__}); this checkpoint cannot be resumed") from None
+    if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise CurateError(f"{where}: unknown trainer state format {found!r} (this curate reads {STATE_FORMAT})")
+    tensors_path = checkpoint / TENSORS_FILE
+    recorded = doc.get("tensors", {}).get("sha256") if isinstance(doc.get("tensors"), dict) else None
+    if not tensors_path.exists():
+        raise CurateError(f"{tensors_path}: missing; this checkpoint cannot be resumed")
+    if recorded != sha256_file(tensors_path):
+        raise CurateError(f"{tensors_path}: sha256 does not match {STATE_FILE}; the checkpoint is corrupt or edited")
+    try:
+        state = _decode(doc["state"], load_file(str(tensors_path)))
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no integer 'step'")
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise CurateError(f"{where}: malformed trainer state ({type(e).__name__}: {why})") from None
+    return state
+
+
+def read_run_info(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's ``curate_train.json``; unreadable or missing the fields resume needs is one line."""
+    where = checkpoint / CONFIG_FILE
+    try:
+        info = json.loads(where.read_text())
+        if not (isinstance(info["dataset"]["id"], str) and isinstance(info["dataset"]["ref"], str)):
+            raise TypeError("dataset id and ref must be strings")
+        if not isinstance(info["config"], dict) or not isinstance(info["model_identity"], str):
+            raise TypeError("config must be an object and model_identity a string")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError) as e:
+        raise CurateError(f"{where}: unreadable ({type(e).__name__}); this checkpoint cannot be resumed") from None
+    return info
 
 
 def check_resume(checkpoint: Path, info: dict[str, Any], keys: Sequence[str]) -> None:
     """Refuse to resume a checkpoint trained on other data or with settings that change what a step means."""
-    saved = json.loads((checkpoint / CONFIG_FILE).read_text())
-    if saved["dataset"]["id"] != info["dataset"]["id"]:
+    saved = read_run_info(checkpoint)
+    saved_id, saved_ref, saved_config = saved["dataset"]["id"], saved["dataset"]["ref"], saved["config"]
+    if saved_id != info["dataset"]["id"]:
         raise CurateError(
-            f"--resume: {checkpoint} was trained on {saved['dataset']['ref']} "
-            f"(id {saved['dataset']['id']}), not {info['dataset']['ref']} (id {info['dataset']['id']})"
+            f"--resume: {checkpoint} was trained on {saved_ref} "
+            f"(id {saved_id}), not {info['dataset']['ref']} (id {info['dataset']['id']})"
         )
     for k in keys:
-        if saved["config"].get(k) != info["config"].get(k):
+        if saved_config.get(k) != info["config"].get(k):
             raise CurateError(
-                f"--resume: {checkpoint} used --{k.replace('_', '-')} {saved['config'].get(k)!r}, "
+                f"--resume: {checkpoint} used --{k.replace('_', '-')} {saved_config.get(k)!r}, "
                 f"this run {info['config'].get(k)!r}; they must match"
             )
 
@@ -368,6 +505,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def restore_state(checkpoint: Path, state: dict[str, Any], optimizer: Any) -> int:
+    """Put a ``load_state`` result back into the optimizer and the RNGs; return its step. A state that does not fit
+    (edited JSON, another optimizer) is one line naming the file."""
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise CurateError(f"{checkpoint / STATE_FILE}: does not fit this run ({type(e).__name__}: {why})") from None
+    return int(state["step"])
 
 
 def seed_everything(seed: int) -> None:

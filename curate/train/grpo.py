@@ -61,11 +61,11 @@ from curate.train.data import (
     load_state,
     micro_batches,
     prepare_out,
+    restore_state,
     rng_state,
     run_info,
     save_model,
     seed_everything,
-    set_rng_state,
     target_logprobs,
     token_weights,
 )
@@ -294,12 +294,11 @@ def sample_completions(
 
 
 def score(reward_fn: Any, prompt: Prompt, text: str, ref: str) -> float:
-    from curate.rewards import check_reward_value
+    from curate.rewards import call_reward, reward_name
 
-    try:
-        return check_reward_value(reward_fn(text, prompt.answer, **prompt.row))
-    except Exception as e:
-        raise CurateError(f"{ref}: prompt {prompt.id!r}: the reward failed: {e}") from e
+    return call_reward(
+        reward_fn, reward_name(reward_fn), text, prompt.answer, prompt.row, f"{ref}: prompt {prompt.id!r}"
+    )
 
 
 # ============================================================================================== advantages
@@ -445,16 +444,19 @@ def grpo(ref: str, config: GRPOConfig | None = None, *, store: Any = None, **ove
     import torch
 
     from curate.models import default_device, resolve
+    from curate.outputs import check_out
     from curate.progress import progress
     from curate.rewards import get_reward, reward_name
     from curate.selectors.difficulty import OnlineDifficultySampler
 
     config = replace(config or GRPOConfig(), **overrides) if overrides else (config or GRPOConfig())
-    out = Path(config.out)
+    out = check_out(config.out, store)  # before prepare_out makes the folder: never inside the store
+    reward_fn = get_reward(config.reward)  # a bad --reward fails before any folder is made
     device = config.device or default_device()
     resume_from = prepare_out(out, config.resume)
+    # Read (and refuse, if it is not ours) before any model loads: one line, nothing else done.
+    state = load_state(resume_from) if resume_from is not None else None
     seed_everything(config.seed)
-    reward_fn = get_reward(config.reward)
 
     # -- model and data
     model, tokenizer = load_policy(str(resume_from or config.model), device)
@@ -487,12 +489,11 @@ def grpo(ref: str, config: GRPOConfig | None = None, *, store: Any = None, **ove
     step = 0
     if resume_from is not None:
         check_resume(resume_from, info, ("model", "n", "prompts_per_step", "seed", "curriculum"))
-        state = load_state(resume_from)
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        step = restore_state(resume_from, state, opt)
         if sampler is not None:
+            if not isinstance(state.get("sampler"), dict):
+                raise CurateError(f"{resume_from}: trainer state has no curriculum sampler state")
             sampler.load_state_dict(state["sampler"])
-        step = state["step"]
     log = MetricsLog(out / "metrics.jsonl", step if resume_from is not None else None)
 
     def eval_now(at: int) -> float | None:

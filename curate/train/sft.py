@@ -52,11 +52,11 @@ from curate.train.data import (
     micro_batches,
     plan_epoch,
     prepare_out,
+    restore_state,
     rng_state,
     run_info,
     save_model,
     seed_everything,
-    set_rng_state,
     target_logprobs,
     token_weights,
 )
@@ -247,12 +247,15 @@ def sft(ref: str, config: SFTConfig | None = None, *, store: Any = None, **overr
     import torch
 
     from curate.models import default_device
+    from curate.outputs import check_out
     from curate.progress import console, progress
 
     config = replace(config or SFTConfig(), **overrides) if overrides else (config or SFTConfig())
-    out = Path(config.out)
+    out = check_out(config.out, store)  # before prepare_out makes the folder: never inside the store
     device = config.device or default_device()
     resume_from = prepare_out(out, config.resume)
+    # Read (and refuse, if it is not ours) before any model loads: one line, nothing else done.
+    state = load_state(resume_from) if resume_from is not None else None
     seed_everything(config.seed)
 
     # -- model and data
@@ -294,10 +297,7 @@ def sft(ref: str, config: SFTConfig | None = None, *, store: Any = None, **overr
             info,
             ("model", "batch_size", "grad_accum", "max_len", "seed", "epochs", "max_steps", "group_by_length"),
         )
-        state = load_state(resume_from)
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        step = state["step"]
+        step = restore_state(resume_from, state, opt)
         if _loud():
             console.print(f"resuming {out} from {resume_from.name} (step {step}/{total})")
     log = MetricsLog(out / "metrics.jsonl", step if resume_from is not None else None)
@@ -407,11 +407,9 @@ def sft(ref: str, config: SFTConfig | None = None, *, store: Any = None, **overr
 
 def _base_identity(checkpoint: Path) -> str:
     """The identity of the model a resumed run started from (a checkpoint's own files change every save)."""
-    import json
+    from curate.train.data import read_run_info
 
-    from curate.train.data import CONFIG_FILE
-
-    return json.loads((checkpoint / CONFIG_FILE).read_text())["model_identity"]
+    return read_run_info(checkpoint)["model_identity"]
 
 
 def _loud() -> bool:
