@@ -39,6 +39,7 @@ bench: setup
 	$(PY) benchmarks/token_clean.py --quick
 	$(PY) benchmarks/engine.py --quick
 	$(PY) benchmarks/engine.py --quick --task generate
+	$(PY) benchmarks/dedup.py --quick
 
 lint: setup
 	$(VENV)/bin/ruff check .

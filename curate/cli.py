@@ -505,6 +505,10 @@ def select_cmd(
         f"[green]{v.ref}[/] id={v.id} kept {st.get('kept', len(v))}, dropped {st.get('dropped', 0)} "
         f"{st.get('reasons', '')}"
     )
+    if params.get("report") and "leaks" in st:  # decontam --report: every leaked benchmark item
+        from curate.selectors.decontam import leak_lines
+
+        print("\n".join(leak_lines(st["leaks"]) or ["no benchmark item leaked"]))
 
 
 @app.command("rollout", context_settings=EXTRA, cls=_options_command("curate.rollout:RolloutConfig"))

@@ -37,6 +37,7 @@ _KINDS = {
     "features": ("curate.scoring", "_features_batch"),
     "token_losses": ("curate.scoring", "_token_losses_batch"),
     "generate": ("curate.generation", "_generate_batch"),
+    "embed": ("curate.selectors.dedup", "_embed_batch"),
 }
 
 # The row key a Ray worker answers with when its batch failed (row keys are hex digests or ids, never this).

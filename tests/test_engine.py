@@ -273,7 +273,7 @@ def test_bad_engine_settings():
     with pytest.raises(CurateError, match="need --engine ray"):
         Engine("local", num_workers=4)
     with pytest.raises(CurateError, match="unknown task kind"):
-        TaskSpec("embed", "m")
+        TaskSpec("transcode", "m")
     with pytest.raises(CurateError, match="--engine"):
         RolloutConfig(engine="dask")
     with pytest.raises(CurateError, match="not an in-process function"):

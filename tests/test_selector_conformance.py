@@ -51,6 +51,8 @@ def params_for(method: str, model: str) -> dict:
         "token-clean": {"base": model, "reference": model},
         "variance": {"keep_per_prompt": 2},
         "difficulty": {},
+        "dedup": {"level": "near"},
+        "decontam": {"against": ("gsm8k",)},  # the built-in benchmark: ships with the package
     }[method]
 
 
@@ -61,7 +63,9 @@ def rows_for(method: str, n: int, same: bool = False):
 
 
 def test_every_method_is_covered_here():
-    assert sorted(SELECTORS) == sorted(["random", "fisher", "token-clean", "variance", "difficulty"])
+    assert sorted(SELECTORS) == sorted(
+        ["random", "fisher", "token-clean", "variance", "difficulty", "dedup", "decontam"]
+    )
 
 
 @pytest.mark.parametrize("method", sorted(SELECTORS))
@@ -101,7 +105,7 @@ def test_cli_lists_every_method():
             assert "--" + name.replace("_", "-") in out, (method, name)
 
 
-@pytest.mark.parametrize("method", ["fisher", "token-clean", "difficulty"])
+@pytest.mark.parametrize("method", ["fisher", "token-clean", "difficulty", "dedup"])
 def test_engine_options_reach_the_selector_but_not_the_recipe(method):
     local = make_selector(method)
     ray = make_selector(method, engine="ray", num_workers=2, ray_address="auto", gpus_per_worker=0.5)

@@ -11,6 +11,8 @@ from typing import Any
 
 from curate.errors import CurateError
 from curate.selectors.base import Selection, Selector
+from curate.selectors.decontam import DecontamSelector
+from curate.selectors.dedup import DedupSelector
 from curate.selectors.difficulty import DifficultySelector
 from curate.selectors.fisher import FisherSelector
 from curate.selectors.random import RandomSelector
@@ -24,6 +26,8 @@ SELECTORS: dict[str, type[Selector]] = {
     "variance": VarianceSelector,
     "difficulty": DifficultySelector,
     "token-clean": TokenCleanSelector,
+    "dedup": DedupSelector,
+    "decontam": DecontamSelector,
 }
 
 

@@ -193,3 +193,19 @@ class Selector(ABC):
             "dropped": int(len(selection.reasons) - len(selection.order)),
             "reasons": reasons,
         }
+
+
+class FilterSelector(Selector):
+    """A selector that drops rows for a stated reason (a duplicate, a benchmark leak) and keeps every other row in
+    input order, its columns unchanged. ``fit`` sets ``reasons_`` ("" = kept) besides ``scores_``."""
+
+    reasons_: list[str]
+
+    def select(self) -> Selection:
+        """Keep the rows with no reason, in input order."""
+        keep = np.flatnonzero(np.array([r == "" for r in self.reasons_], dtype=bool))
+        return Selection(order=keep.astype(np.int64), reasons=list(self.reasons_))
+
+    def transform(self, table: pa.Table, selection: Selection) -> pa.Table:
+        """The kept rows, columns unchanged (the evidence is in decisions.parquet)."""
+        return table.take(pa.array(selection.order, type=pa.int64()))
