@@ -101,6 +101,16 @@ def _counts(values: list[Any]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def reason_counts(reasons: list[str | None]) -> dict[str, int]:
+    """Rows per reason kind: a reason that names a row or an item (``duplicate_of:<id>``,
+    ``contaminated:<bench>:<item>``) counts under the part before its first ``:``, so one bar stands for each kind.
+
+    >>> reason_counts(["", "duplicate_of:a", "duplicate_of:b", "below_budget"])
+    {'below_budget': 1, 'duplicate_of': 2, 'kept': 1}
+    """
+    return _counts([r.split(":", 1)[0] if r else "kept" for r in reasons])
+
+
 def plots_for(version: Version) -> list[tuple[str, str]]:
     """(caption, base64 PNG) for every plot this version supports."""
     table = version.to_arrow()
@@ -118,7 +128,7 @@ def plots_for(version: Version) -> list[tuple[str, str]]:
                     _hist("score: kept vs dropped", {"kept": score[kept], "dropped": score[~kept]}, "score"),
                 )
             )
-        reasons = _counts([r if r else "kept" for r in d["reason"]])
+        reasons = reason_counts(d["reason"])
         plots.append(("Decisions: kept and drop reasons", _bars("decisions", reasons, "reason")))
     if "fisher_gain" in cols and "fisher_rank" in cols:
         plots.append(
