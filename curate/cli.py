@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -211,8 +212,6 @@ def _options_command(target: str | Callable[[Any], Any]) -> type:
 
 def _print_options(console: Console, cls: type) -> None:
     """A table of ``cls``'s flags (a config dataclass's fields or a selector's ``__init__``), with their docs."""
-    from rich.markup import escape
-
     params = _params_doc(cls)
     if dataclasses.is_dataclass(cls):
         docs = _field_docs(cls)
@@ -323,11 +322,13 @@ def show_cmd(
         print(json.dumps({"ref": v.ref, "manifest": v.manifest, "rows": head}, indent=1, default=str))
         return
     out.print(f"[bold]{v.ref}[/] id={v.id} rows={len(v)} op={_op_summary(v.op)}")
-    out.print("columns: " + ", ".join(f"{c['name']}:{c['type']}" for c in v.manifest["schema"]))
+    # Data (column names, values, stats) is printed as it is: never read as rich markup.
+    plain = {"markup": False, "highlight": False}
+    out.print("columns: " + ", ".join(f"{c['name']}:{c['type']}" for c in v.manifest["schema"]), **plain)
     if v.manifest.get("stats"):
-        out.print("stats: " + json.dumps(v.manifest["stats"], default=str)[:400])
+        out.print("stats: " + json.dumps(v.manifest["stats"], default=str)[:400], **plain)
     for r in head:
-        out.print(json.dumps(r, ensure_ascii=False, default=str)[:600])
+        out.print(json.dumps(r, ensure_ascii=False, default=str)[:600], **plain)
 
 
 @app.command("log")
@@ -339,7 +340,7 @@ def log_cmd(ref: str):
         op = dict(info["op"])
         label = f"[bold]{info['ref']}[/] ({info['rows']} rows) [cyan]{op.pop('name', '?')}[/]"
         if op:
-            label += " " + json.dumps(op, default=str)[:300]
+            label += " " + escape(json.dumps(op, default=str)[:300])
         child = node.add(label)
         for p in info["parents"]:
             add(child, p)
@@ -364,7 +365,7 @@ def diff_cmd(a: str, b: str, as_json: bool = typer.Option(False, "--json")):
     )
     for k in ("columns_added", "columns_removed", "columns_retyped"):
         if d[k]:
-            out.print(f"{k.replace('_', ' ')}: {d[k]}")
+            out.print(f"{k.replace('_', ' ')}: {d[k]}", markup=False, highlight=False)
 
 
 @app.command("verify")
@@ -503,7 +504,7 @@ def select_cmd(
     st = v.manifest.get("stats", {})
     out.print(
         f"[green]{v.ref}[/] id={v.id} kept {st.get('kept', len(v))}, dropped {st.get('dropped', 0)} "
-        f"{st.get('reasons', '')}"
+        f"{escape(str(st.get('reasons', '')))}"
     )
     if params.get("report") and "leaks" in st:  # decontam --report: every leaked benchmark item
         from curate.selectors.decontam import leak_lines
@@ -518,7 +519,8 @@ def rollout_cmd(ctx: typer.Context, ref: str, name: Optional[str] = typer.Option
 
     config = RolloutConfig(**parse_extra(ctx.args, RolloutConfig, what="rollout"))
     v = rollout(ref, config, name=name)
-    out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={json.dumps(v.manifest.get('stats', {}))[:300]}")
+    stats = escape(json.dumps(v.manifest.get("stats", {}))[:300])
+    out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={stats}")
 
 
 @train_app.command("sft", context_settings=EXTRA, cls=_options_command("curate.train.sft:SFTConfig"))
@@ -549,7 +551,8 @@ def synth_condor_cmd(ctx: typer.Context, name: str = typer.Option(..., "--name")
     from curate.synth.condor import CondorConfig, synth_condor
 
     v = synth_condor(CondorConfig(**parse_extra(ctx.args, CondorConfig, what="synth condor")), name=name)
-    out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={json.dumps(v.manifest.get('stats', {}))[:300]}")
+    stats = escape(json.dumps(v.manifest.get("stats", {}))[:300])
+    out.print(f"[green]{v.ref}[/] id={v.id} rows={len(v)} stats={stats}")
 
 
 @app.command("report")

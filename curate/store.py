@@ -85,6 +85,8 @@ ROWS_PER_FILE = 100_000
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VNUM_RE = re.compile(r"v(\d+)")
 _REF_FILE_RE = re.compile(r"v(\d+)\.json")
+#: the staging folder a local commit makes under tmp/: <name>-<version id>-<8 hex>; gc takes nothing else there
+_STAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}-[0-9a-f]{16}-[0-9a-f]{8}")
 _HEX_RE = re.compile(r"[0-9a-f]{4,64}")
 ID_LEN = 16
 _ID_RE = re.compile(rf"[0-9a-f]{{{ID_LEN}}}")
@@ -926,7 +928,14 @@ class Store:
         return problems
 
     def _cache_files(self, pattern: str) -> list[StorePath]:
-        return sorted((self.root / "cache").glob(f"*/*/{pattern}"))
+        cache = self.root / "cache"
+        if self.remote:
+            return sorted(cache.glob(f"*/*/{pattern}"))
+        if not cache.is_dir() or _is_link(cache):
+            return []
+        # glob follows links to folders: keep only files reached without one
+        found = cache.glob(f"*/*/{pattern}")
+        return sorted(p for p in found if not any(map(_is_link, (p, p.parent, p.parent.parent))))
 
     def _dataset_names(self) -> list[str]:
         d = self.root / "datasets"
@@ -1047,34 +1056,49 @@ class Store:
         if min_age_s < 0:
             raise CurateError(f"--min-age must be >= 0 seconds, got {min_age_s}")
         found: list[StorePath] = []
-        if not self.remote and (self.root / "tmp").exists():
-            found += sorted((self.root / "tmp").iterdir())
+        # Nothing is followed through a symlink and only names a commit makes are taken: gc deletes, so a planted
+        # link (or --store pointing at a folder that is not a store) must never lead it to other files.
+        tmp = self.root / "tmp"
+        if not self.remote and tmp.is_dir() and not _is_link(tmp):
+            found += [p for p in sorted(tmp.iterdir()) if _STAGE_RE.fullmatch(p.name) and not _is_link(p)]
         datasets_dir = self.root / "datasets"
-        for ds in sorted(datasets_dir.iterdir()) if self.remote or datasets_dir.exists() else []:
+        walk = self.remote or (datasets_dir.is_dir() and not _is_link(datasets_dir))
+        for ds in sorted(datasets_dir.iterdir()) if walk else []:
             if not self.remote:
-                if not ds.is_dir():
+                if not ds.is_dir() or _is_link(ds):
                     continue
-                found += sorted(ds.glob(".refs.*.tmp"))
+                found += sorted(p for p in ds.glob(".refs.*.tmp") if not _is_link(p))
+            registered = None
             for vdir in sorted(ds.iterdir()):
-                if vdir.name in ("refs", "tags") or not vdir.is_dir():
+                if vdir.name in ("refs", "tags") or not vdir.is_dir() or _is_link(vdir):
                     continue
                 manifest = vdir / "manifest.json"
                 listed = {"manifest.json"}
                 try:
                     m = parse_manifest(manifest, manifest.read_bytes(), ds.name, vdir.name)
                 except FileNotFoundError:
-                    pass  # no version here (a killed remote commit): every file is a leftover
+                    # A local commit is one rename, so a local folder without a manifest was damaged, not killed;
+                    # on object storage it is a killed commit unless the version was registered (then: damage).
+                    if not self.remote:
+                        continue
+                    if registered is None:
+                        try:
+                            registered = {e["id"] for e in self._version_list(ds.name)}
+                        except (CurateError, OSError):
+                            registered = False  # refs unreadable: nothing in this dataset is surely a leftover
+                    if registered is False or vdir.name in registered:
+                        continue
                 except (OSError, IntegrityError):
                     continue
                 else:
                     listed |= {f["path"] for f in m["files"] + m.get("aux_files", [])}
-                found += [p for p in sorted(vdir.iterdir()) if p.name not in listed]
+                found += [p for p in sorted(vdir.iterdir()) if p.name not in listed and not _is_link(p)]
         found += self._cache_files(".shard-*.tmp") + self._cache_files(".settings.*.tmp")
         old = [p for p in found if self._age_s(p) >= min_age_s]
         old += [p for p in self._cache_files("shard-*.parquet") if check_shard(p, parse=False)[1] is not None]
         if remove:
             for p in old:
-                if isinstance(p, RemotePath):
+                if isinstance(p, RemotePath) or p.is_symlink():
                     p.unlink(missing_ok=True)
                 elif p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
@@ -1090,6 +1114,10 @@ class Store:
             return time.time() - p.stat().st_mtime
         except (NotImplementedError, OSError, TypeError):
             return 0.0  # age unknown: only a gc with min_age_s=0 takes it
+
+
+def _is_link(p: StorePath) -> bool:
+    return isinstance(p, Path) and p.is_symlink()
 
 
 def _remove_quietly(paths: Sequence[RemotePath]) -> None:

@@ -210,6 +210,40 @@ def test_gc_keeps_young_staging_and_refuses_negative_age(store):
         store.gc(min_age_s=-1)
 
 
+def test_gc_never_follows_links_nor_takes_what_no_commit_made(tmp_path):
+    """gc deletes: a planted link, a folder that is not a store, or a version that lost its manifest must never
+    lead it to delete anything but leftovers of curate's own writes."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    (victim / "sub-0123456789abcdef-deadbeef").mkdir()  # a name gc would take if it were under the store's tmp/
+    root = tmp_path / "store"
+    store = Store(root)
+    v = curate.save(_rows(3), name="toy", store=store)
+    (root / "datasets" / "toy" / "aaaaaaaaaaaaaaaa").symlink_to(victim)
+    (root / "datasets" / "evil").symlink_to(victim)
+    (root / "cache" / "features").mkdir(parents=True)
+    (root / "cache" / "features" / "k").symlink_to(victim)
+    (root / "tmp").mkdir(exist_ok=True)
+    (root / "tmp" / "toy-0123456789abcdef-cafecafe").symlink_to(victim)
+    (root / "tmp" / "notes").mkdir()  # not a staging name: not ours to delete
+    # A registered local version without its manifest was damaged, not killed: its data stays for a person to see.
+    (v.path / "manifest.json").unlink()
+    data = v.path / "data-00000.parquet"
+    old = time.time() - 7200
+    for p in (victim / "precious.txt", victim / "sub-0123456789abcdef-deadbeef", data, root / "tmp" / "notes"):
+        os.utime(p, (old, old))
+
+    assert store.gc(remove=True, min_age_s=0) == []
+    assert (victim / "precious.txt").read_text() == "keep me" and (victim / "sub-0123456789abcdef-deadbeef").exists()
+    assert data.exists() and (root / "tmp" / "notes").exists()
+    # A --store that is not a store at all: a home folder's own tmp/ is not staging.
+    home = tmp_path / "home"
+    (home / "tmp" / "project").mkdir(parents=True)
+    os.utime(home / "tmp" / "project", (old, old))
+    assert Store(home).gc(remove=True, min_age_s=0) == [] and (home / "tmp" / "project").exists()
+
+
 # ---------------------------------------------------------------------------------------------- paths and ids
 
 
@@ -421,3 +455,15 @@ def pq_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()
+
+
+def test_show_diff_and_log_print_data_as_it_is_never_as_markup(tmp_path):
+    """Values and column names holding rich markup ("[/]", "[bold]") are data: printed as they are, no crash."""
+    root = tmp_path / "store"
+    store = Store(root)
+    curate.save(pa.table({"id": ["a"], "x": ["[/] q"]}), name="toy", store=store)
+    curate.save(pa.table({"id": ["a"], "[/]": ["[bold]b"]}), name="toy", store=store)
+    shown = cli(root, "show", "toy@v1")
+    assert shown.returncode == 0 and '"[/] q"' in shown.stdout, shown.stderr
+    diffed = cli(root, "diff", "toy@v1", "toy@v2")
+    assert diffed.returncode == 0 and "[/]" in diffed.stdout, diffed.stderr
