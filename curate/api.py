@@ -150,6 +150,8 @@ def sample(
 
     if which not in SAMPLES:
         raise InputError(f"unknown sample {which!r} (available: {', '.join(SAMPLES)})")
+    if not isinstance(n, int) or n < 1:
+        raise InputError(f"--n must be a positive integer, got {n!r}")
     s = get_store(store)
     name = name or which
     op = {"name": "sample", "sample": which, "n": n, "seed": seed}

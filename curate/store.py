@@ -885,15 +885,16 @@ class Store:
         if tag == "latest" or _VNUM_RE.fullmatch(tag):
             raise RefError(f"invalid tag {tag!r}: 'latest' and v<N> are reserved")
         name, vid = self.resolve(ref)
+        version = self._version(name, vid)  # a version that cannot be read is refused before any ref changes
         if self.remote:
             entry = {"tag": tag, "id": vid, "created": _now()}
             (self.dataset_dir(name) / "tags" / f"{tag}.json").write_text(json.dumps(entry))
-            return self._version(name, vid)
+            return version
         with self._locked(name):
             refs = self._read_refs(name)
             refs["tags"][tag] = vid
             self._write_refs(name, refs)
-        return self._version(name, vid)
+        return version
 
     # ---------------------------------------------------------------- checking
     def verify(self, ref: str | None = None, *, cache: bool | None = None) -> list[str]:
@@ -913,6 +914,13 @@ class Store:
             problems = self._verify_version(name, vid, entry)
         else:
             problems = [line for name in self._dataset_names() for line in self._verify_dataset(name)]
+            if not self.remote and (self.root / "datasets").is_dir():
+                # Readers would follow a link out of the store: a store holds plain files and folders only.
+                problems += [
+                    f"{p}: a symlink in the store"
+                    for p in sorted((self.root / "datasets").rglob("*"))
+                    if p.is_symlink()
+                ]
         if cache if cache is not None else ref is None:
             problems += self.verify_cache()
         return problems

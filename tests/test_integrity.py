@@ -25,7 +25,7 @@ from curate.errors import IntegrityError, RefError
 from curate.rollout import RolloutConfig, rollout
 from curate.selectors import run_selector
 from curate.store import Store, sha256_file
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import refused, run_cli
 from tests.test_fisher import conversations
 from tests.test_rollout import _prompts
 
@@ -467,3 +467,17 @@ def test_show_diff_and_log_print_data_as_it_is_never_as_markup(tmp_path):
     assert shown.returncode == 0 and '"[/] q"' in shown.stdout, shown.stderr
     diffed = cli(root, "diff", "toy@v1", "toy@v2")
     assert diffed.returncode == 0 and "[/]" in diffed.stdout, diffed.stderr
+
+
+def test_a_failed_tag_changes_nothing_and_verify_names_symlinks(tmp_path):
+    root = tmp_path / "store"
+    store = Store(root)
+    v = curate.save(_rows(3), name="toy", store=store)
+    refs = (root / "datasets" / "toy" / "refs.json").read_bytes()
+    (v.path / "manifest.json").write_text("{")
+    refused(cli(root, "tag", "toy@v1", "t1"), "manifest.json")
+    assert (root / "datasets" / "toy" / "refs.json").read_bytes() == refs
+    outside = tmp_path / "outside.parquet"
+    outside.write_bytes(b"x")
+    (root / "datasets" / "toy" / "planted").symlink_to(outside)
+    assert any(line.endswith("planted: a symlink in the store") for line in store.verify())
