@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.store import Store, StorePath, canonical_json, parquet_bytes, sha256_file
+from curate.store import Store, StorePath, _one_line, canonical_json, parquet_bytes, sha256_file
 
 SHARD_RE = re.compile(r"shard-([0-9a-f]{64})\.parquet")
 # A shard is reported once per process: a run reads the same cache several times.
@@ -47,11 +47,6 @@ def settings_key(settings: dict[str, Any]) -> str:
 def content_key(obj: Any) -> str:
     """A stable hash of a row's content (the part of the row the computation reads)."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:24]
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
 
 
 def check_shard(
