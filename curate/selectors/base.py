@@ -201,6 +201,14 @@ class FilterSelector(Selector):
 
     reasons_: list[str]
 
+    def check_text_columns(self, version: Version) -> None:
+        """The rows must carry text to compare: a messages, prompt or completion column."""
+        if not {"messages", "prompt", "completion"} & set(version.columns):
+            raise CurateError(
+                f"{version.ref}: --method {self.name} needs a messages, prompt or completion column "
+                f"(the version has {', '.join(version.columns)})"
+            )
+
     def select(self) -> Selection:
         """Keep the rows with no reason, in input order."""
         keep = np.flatnonzero(np.array([r == "" for r in self.reasons_], dtype=bool))

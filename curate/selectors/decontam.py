@@ -310,11 +310,7 @@ class DecontamSelector(FilterSelector):
 
     def check_input(self, version: Version) -> None:
         self._check_params()
-        if not {"messages", "prompt", "completion"} & set(version.columns):
-            raise CurateError(
-                f"{version.ref}: --method decontam needs a messages, prompt or completion column "
-                f"(the version has {', '.join(version.columns)})"
-            )
+        self.check_text_columns(version)
         self._resolve(version.store)
 
     def identity(self) -> dict[str, Any]:

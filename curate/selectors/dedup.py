@@ -339,11 +339,7 @@ class DedupSelector(FilterSelector):
 
     def check_input(self, version: Version) -> None:
         self._check_params()
-        if not {"messages", "prompt", "completion"} & set(version.columns):
-            raise CurateError(
-                f"{version.ref}: --method dedup needs a messages, prompt or completion column "
-                f"(the version has {', '.join(version.columns)})"
-            )
+        self.check_text_columns(version)
         if self.keep.startswith("score:"):
             col = self.keep[len("score:") :]
             if col not in version.columns:
