@@ -10,8 +10,7 @@ Nothing heavy is imported here: torch and transformers load only when an operati
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from curate._version import __version__  # noqa: E402, F401
 from curate.api import diff, get_store, import_data, lineage, load, sample, save, set_store  # noqa: E402
 from curate.errors import CurateError  # noqa: E402
 

@@ -17,24 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from curate.errors import InputError
-from curate.store import Store, Version, canonical_json, table_digest
-
-_store: Store | None = None
-
-
-def set_store(root: str | Path | None) -> Store:
-    """Point the API at a store root (default ``./.curate`` or ``$CURATE_STORE``)."""
-    global _store
-    _store = Store(root)
-    return _store
-
-
-def get_store(store: Store | str | Path | None = None) -> Store:
-    if isinstance(store, Store):
-        return store
-    if store is not None:
-        return Store(store)
-    return _store if _store is not None else Store()
+from curate.store import Store, Version, canonical_json, get_store, lineage, set_store, table_digest  # noqa: E402, F401
 
 
 def load(ref: str | Version, *, store: Store | str | None = None) -> Version:
@@ -159,26 +142,6 @@ def sample(
         return hit
     table = to_table(SAMPLES[which](n, seed=seed), source=which)
     return s.commit(table, name=name, op=op, stats={"rows": table.num_rows})
-
-
-def lineage(ref: str | Version, *, store: Store | str | None = None) -> dict[str, Any]:
-    """The lineage tree of a version: ``{ref, id, op, rows, parents: [...]}`` down to the imports."""
-    s = get_store(store)
-    v = s.load(ref)
-    parents = []
-    for p in v.parents:
-        try:
-            parents.append(lineage(f"{p['name']}@{p['id']}", store=s))
-        except Exception:  # a parent in another store, or removed by hand: show what the manifest knows
-            parents.append({"ref": f"{p['name']}@{p['id']}", "id": p["id"], "op": {}, "rows": None, "parents": []})
-    return {
-        "ref": v.ref,
-        "id": v.id,
-        "op": v.op,
-        "rows": len(v),
-        "stats": v.manifest.get("stats", {}),
-        "parents": parents,
-    }
 
 
 def diff(a: str | Version, b: str | Version, *, store: Store | str | None = None) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,9 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.store import Store, StorePath, _one_line, canonical_json, parquet_bytes, sha256_file
+from curate.store import Store, StorePath, canonical_json, check_shard, parquet_bytes, sha256_file
 
-SHARD_RE = re.compile(r"shard-([0-9a-f]{64})\.parquet")
 # A shard is reported once per process: a run reads the same cache several times.
 _warned: set[str] = set()
 
@@ -47,37 +45,6 @@ def settings_key(settings: dict[str, Any]) -> str:
 def content_key(obj: Any) -> str:
     """A stable hash of a row's content (the part of the row the computation reads)."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:24]
-
-
-def check_shard(
-    path: StorePath, columns: Sequence[str] | None = None, *, parse: bool = True
-) -> tuple[pa.Table | None, str | None]:
-    """``(table, None)`` for a shard whose bytes hash to its name, else ``(None, what is wrong)``.
-
-    The bytes are read once, hashed and parsed from memory, so a shard is never parsed from other bytes than the
-    ones checked. ``parse=False`` only checks the hash (the table is then ``None`` either way).
-
-    >>> check_shard(Path("cache/features/k/shard-00.parquet"))[1]   # doctest: +SKIP
-    'has no content hash in its name (written by an older curate)'
-    """
-    m = SHARD_RE.fullmatch(path.name)
-    if m is None:
-        return None, "has no content hash in its name (written by an older curate)"
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, f"cannot be read ({_one_line(e)})"
-    if hashlib.sha256(data).hexdigest() != m.group(1):
-        return None, "fails its hash check"
-    if not parse:
-        return None, None
-    try:
-        table = pq.read_table(pa.BufferReader(data), columns=columns)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        return None, f"cannot be parsed ({_one_line(e)})"
-    if "key" not in table.column_names:
-        return None, "has no 'key' column"
-    return table, None
 
 
 def _warn(path: StorePath, problem: str) -> None:

@@ -519,7 +519,7 @@ def _export_llamafactory(
 
 
 def _card(table: pa.Table, ctx: _Ctx) -> str:
-    from curate.api import lineage
+    from curate.store import lineage
 
     v = ctx.version
     tree = lineage(v, store=v.store)

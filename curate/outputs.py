@@ -53,7 +53,7 @@ def writing_store_cache() -> Iterator[None]:
 def store_root(store: Any = None) -> Path | None:
     """The resolved local root of ``store`` (a ``Store``, a path or URL, or None for the current one); None when
     the store is remote."""
-    from curate.api import get_store
+    from curate.store import get_store
 
     s = get_store(store)
     return None if s.remote else Path(s.root).expanduser().resolve()

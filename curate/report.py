@@ -186,7 +186,7 @@ def _cell(v: Any) -> str:
 
 def render(version: Version, *, store: Store | None = None, sample_rows: int = 8) -> str:
     """The report page as one HTML string."""
-    from curate.api import lineage
+    from curate.store import lineage
 
     info = lineage(version, store=store or version.store)
     chain = []
@@ -234,7 +234,7 @@ def write_report(ref: str | Version, out: str | Path, *, store: Store | None = N
 
     >>> write_report("sft-fisher", "report.html")   # doctest: +SKIP
     """
-    from curate.api import get_store
+    from curate.store import get_store
 
     s = get_store(store)
     out = check_out(out, s)

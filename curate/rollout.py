@@ -399,7 +399,7 @@ def rollout(
     >>> v = curate.rollout("sample-math", n=8, max_tokens=128, name="math-rollouts")        # doctest: +SKIP
     >>> v.to_polars().group_by("prompt_id").agg(pl.col("reward").mean())                   # doctest: +SKIP
     """
-    from curate.api import get_store
+    from curate.store import get_store
 
     s = get_store(store)
     parent = s.load(ref)

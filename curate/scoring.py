@@ -167,7 +167,7 @@ def cached_map(
 
 def _conversations(version_or_rows: Any, store: Any) -> tuple[list[list[dict]], list[str], str, Store | None]:
     """(messages per row, row ids for messages, source label, store for the cache)."""
-    from curate.api import get_store
+    from curate.store import get_store
 
     if isinstance(version_or_rows, str):
         version_or_rows = get_store(store).load(version_or_rows)

@@ -96,10 +96,12 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 # Each lost race means another writer landed a version, so this bounds how many commits can overtake one writer.
 _MAX_CLAIMS = 1000
+#: a cache shard is named by the sha256 of its bytes (``curate.cache``)
+SHARD_RE = re.compile(r"shard-([0-9a-f]{64})\.parquet")
 
 
 def curate_version() -> str:
-    from curate import __version__
+    from curate._version import __version__
 
     return __version__
 
@@ -927,8 +929,6 @@ class Store:
 
     def verify_cache(self) -> list[str]:
         """Re-hash every cache shard; one line per shard that fails (a run ignores it and recomputes its rows)."""
-        from curate.cache import check_shard
-
         problems = []
         for p in self._cache_files("shard-*.parquet"):
             if (why := check_shard(p, parse=False)[1]) is not None:
@@ -1059,8 +1059,6 @@ class Store:
         >>> Store("s3://bucket/curate").gc()                        # doctest: +SKIP
         ['s3://bucket/curate/datasets/toy/1f0c.../data-00000-9a8b7c6d.parquet']
         """
-        from curate.cache import check_shard
-
         if min_age_s < 0:
             raise CurateError(f"--min-age must be >= 0 seconds, got {min_age_s}")
         found: list[StorePath] = []
@@ -1132,3 +1130,74 @@ def _remove_quietly(paths: Sequence[RemotePath]) -> None:
     for p in paths:
         with contextlib.suppress(Exception):
             p.unlink(missing_ok=True)
+
+
+def check_shard(
+    path: StorePath, columns: Sequence[str] | None = None, *, parse: bool = True
+) -> tuple[pa.Table | None, str | None]:
+    """``(table, None)`` for a shard whose bytes hash to its name, else ``(None, what is wrong)``.
+
+    The bytes are read once, hashed and parsed from memory, so a shard is never parsed from other bytes than the
+    ones checked. ``parse=False`` only checks the hash (the table is then ``None`` either way).
+
+    >>> check_shard(Path("cache/features/k/shard-00.parquet"))[1]   # doctest: +SKIP
+    'has no content hash in its name (written by an older curate)'
+    """
+    m = SHARD_RE.fullmatch(path.name)
+    if m is None:
+        return None, "has no content hash in its name (written by an older curate)"
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"cannot be read ({_one_line(e)})"
+    if hashlib.sha256(data).hexdigest() != m.group(1):
+        return None, "fails its hash check"
+    if not parse:
+        return None, None
+    try:
+        table = pq.read_table(pa.BufferReader(data), columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        return None, f"cannot be parsed ({_one_line(e)})"
+    if "key" not in table.column_names:
+        return None, "has no 'key' column"
+    return table, None
+
+
+# ------------------------------------------------------------------------------------------ the default store
+_default: Store | None = None
+
+
+def set_store(root: str | Path | None) -> Store:
+    """Point the API at a store root (default ``./.curate`` or ``$CURATE_STORE``)."""
+    global _default
+    _default = Store(root)
+    return _default
+
+
+def get_store(store: Store | str | Path | None = None) -> Store:
+    """``store`` as a ``Store``; none given: the one ``set_store`` chose, else ``./.curate`` / ``$CURATE_STORE``."""
+    if isinstance(store, Store):
+        return store
+    if store is not None:
+        return Store(store)
+    return _default if _default is not None else Store()
+
+
+def lineage(ref: str | Version, *, store: Store | str | None = None) -> dict[str, Any]:
+    """The lineage tree of a version: ``{ref, id, op, rows, parents: [...]}`` down to the imports."""
+    s = get_store(store)
+    v = s.load(ref)
+    parents = []
+    for p in v.parents:
+        try:
+            parents.append(lineage(f"{p['name']}@{p['id']}", store=s))
+        except Exception:  # a parent in another store, or removed by hand: show what the manifest knows
+            parents.append({"ref": f"{p['name']}@{p['id']}", "id": p["id"], "op": {}, "rows": None, "parents": []})
+    return {
+        "ref": v.ref,
+        "id": v.id,
+        "op": v.op,
+        "rows": len(v),
+        "stats": v.manifest.get("stats", {}),
+        "parents": parents,
+    }

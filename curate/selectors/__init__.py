@@ -54,7 +54,7 @@ def run_selector(ref, *, method: str, name: str | None = None, store=None, **par
 
     >>> v = curate.select("sample-sft", method="random", budget=50, name="sft-rand")   # doctest: +SKIP
     """
-    from curate.api import get_store
+    from curate.store import get_store
 
     s = get_store(store)
     version = s.load(ref)

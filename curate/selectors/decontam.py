@@ -286,7 +286,7 @@ class DecontamSelector(FilterSelector):
         if getattr(self, "benches_", None) is not None:
             return self.benches_
         if store is None:
-            from curate.api import get_store
+            from curate.store import get_store
 
             store = get_store()
         out = []

@@ -408,9 +408,9 @@ def synth_condor(
     >>> v = synth_condor(name="condor-demo", limit=4, tasks=("daily_chat",), max_tokens=128)  # doctest: +SKIP
     >>> v.to_pylist()[0]["messages"]                                                            # doctest: +SKIP
     """
-    from curate.api import get_store
     from curate.generation import Sampling, check_ray_generator, make_generator
     from curate.models import resolve
+    from curate.store import get_store
 
     if overrides:
         known = {f.name for f in dataclasses.fields(CondorConfig)}

@@ -31,7 +31,15 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from curate.synth.tree import normalise_tag
+
+def normalise_tag(tag: str) -> str:
+    """The key two tags are compared by: whitespace collapsed, case folded.
+
+    >>> normalise_tag("  Online   dating ") == normalise_tag("online Dating")
+    True
+    """
+    return " ".join(tag.split()).casefold()
+
 
 DIFFICULTIES = ("easy", "medium", "hard")
 

@@ -29,21 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import InputError
+from curate.synth.prompts import expand_prompt, normalise_tag
 
 Tree = dict[str, dict[str, list[str]]]
 TagPath = tuple[str, str, str]
 
 BUILTIN = "builtin"
 BUILTIN_PATH = Path(__file__).with_name("builtin_tree.yaml")
-
-
-def normalise_tag(tag: str) -> str:
-    """The key two tags are compared by: whitespace collapsed, case folded.
-
-    >>> normalise_tag("  Online   dating ") == normalise_tag("online Dating")
-    True
-    """
-    return " ".join(tag.split()).casefold()
 
 
 def _clean(text: str) -> str:
@@ -205,8 +197,6 @@ def expand(tree: Tree, complete: Complete, *, max_new: int = 5) -> tuple[Tree, d
     >>> grown, report["added"]
     ({'A': {'B': ['c', 'd']}}, 1)
     """
-    from curate.synth.prompts import expand_prompt
-
     if max_new < 1:
         raise InputError(f"--expand-tags must be >= 1, got {max_new}")
     paths = [(d, t) for d, topics in tree.items() for t in topics]

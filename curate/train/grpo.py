@@ -185,10 +185,10 @@ class Prompt:
 
 def load_prompts(ref: str, tokenizer: Any, config: GRPOConfig, store: Any, reward_fn: Any):
     """The version behind ``ref`` and its prompts (``prompt``, else the turns before the last assistant turn)."""
-    from curate.api import get_store
     from curate.models import prompt_ids
     from curate.records import prompt_of
     from curate.rewards import needs_answer
+    from curate.store import get_store
 
     version = get_store(store).load(ref)
     if not {"prompt", "messages"} & set(version.columns):

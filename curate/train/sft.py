@@ -148,7 +148,7 @@ class SFTConfig:
 # ============================================================================================== data
 def load_examples(ref: str, tokenizer: Any, config: SFTConfig, store: Any, vocab: int, use_weights: bool = True):
     """The version behind ``ref`` and its token examples (every weight 1 when not ``use_weights``)."""
-    from curate.api import get_store
+    from curate.store import get_store
 
     version = get_store(store).load(ref)
     columns = set(version.columns)
