@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model == "tiny":
-            from curate.models import save_tiny_model
+            from curate.testing import save_tiny_model
 
             model = str(save_tiny_model(Path(tmp) / "tiny"))
         if args.task == "losses":
@@ -86,7 +86,7 @@ RUNS["ray, 2 workers"] = {"engine": "ray", "num_workers": 2}
 
 
 def losses(tmp: Path, model: str, n_rows: int) -> tuple[str, int, list[tuple[str, float]]]:
-    from curate import api
+    from curate import ops as api
     from curate.scoring import token_losses
 
     rows = api.sample("sample-sft", n=n_rows, store=tmp / "src").to_pylist()
@@ -105,8 +105,8 @@ def losses(tmp: Path, model: str, n_rows: int) -> tuple[str, int, list[tuple[str
 
 
 def generate(tmp: Path, model: str, n_prompts: int) -> tuple[str, int, list[tuple[str, float]]]:
-    from curate import api
-    from curate.rollout import RolloutConfig, generate_rollouts
+    from curate import ops as api
+    from curate.rollouts import RolloutConfig, generate_rollouts
 
     # n 2 samples of 32 new tokens, 2 prompts per batch: several batches for the pool to share.
     settings = {"model": model, "n": 2, "max_tokens": 32, "batch_size": 2, "seed": 0}

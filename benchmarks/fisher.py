@@ -76,8 +76,9 @@ def bench_greedy(n: int, k: int, plain_steps: int | None, kind: str, d: int = 12
 def bench_features(n_rows: int) -> list:
     import torch
 
-    import curate.api as api
-    from curate.models import assistant_token_mask, load_causal_lm
+    import curate.ops as api
+    from curate.chat import assistant_token_mask
+    from curate.models import load_causal_lm
     from curate.scoring import extract_features
 
     with tempfile.TemporaryDirectory() as tmp:

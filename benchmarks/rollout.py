@@ -33,9 +33,10 @@ def main() -> None:
 
     import torch
 
-    from curate.api import sample
+    from curate.chat import prompt_ids
     from curate.generation import HFGenerator, Sampling
-    from curate.models import load_causal_lm, prompt_ids
+    from curate.models import load_causal_lm
+    from curate.ops import sample
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -60,8 +60,9 @@ def plain_losses(model, ids: list[int], pad_to: int, pad_id: int) -> np.ndarray:
 
 
 def bench(n_rows: int, pad_to: int, batch_tokens: list[int]) -> list[list]:
-    import curate.api as api
-    from curate.models import assistant_token_mask, load_causal_lm
+    import curate.ops as api
+    from curate.chat import assistant_token_mask
+    from curate.models import load_causal_lm
     from curate.scoring import token_losses
 
     out = []

@@ -78,7 +78,7 @@ def corrupt(
 
 def corrupted_positions(tokenizer: Any, rows: list[dict[str, Any]], where: list[set[int]]) -> list[np.ndarray]:
     """Per row: the response token positions and, aligned, whether each is corrupted: shape (n, 2), int64."""
-    from curate.models import assistant_token_mask
+    from curate.chat import assistant_token_mask
 
     out = []
     for r, bad in zip(rows, where, strict=True):
@@ -118,9 +118,11 @@ def run(
     """One result dict per (seed, method): precision, recall, dropped share, corrupted share, seconds."""
     import torch
 
-    import curate.api as api
-    from curate.models import load_tokenizer, save_tiny_model
+    import curate.ops as api
+    import curate.train
+    from curate.models import load_tokenizer
     from curate.selectors.token_clean import TokenCleanSelector
+    from curate.testing import save_tiny_model
 
     results = []
     threads = torch.get_num_threads()
@@ -146,7 +148,7 @@ def run(
                     else:
                         params = {**common, "reference_from": warm.ref, "scope": method}
                     t0 = time.perf_counter()
-                    sel = TokenCleanSelector(**params)
+                    sel = TokenCleanSelector(**params).bind(train_sft=curate.train.sft)
                     extra = [store.load(p) for p in sel.extra_parents()]
                     sel.fit(pool)
                     selection = sel.select()

@@ -36,7 +36,8 @@ GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "tra
 
 def build_model(kind: str, path: Path) -> Path:
     """Save a random ``tiny`` or ``small`` model (with its tokenizer) to ``path``."""
-    from curate.models import load_tokenizer, save_tiny_model
+    from curate.models import load_tokenizer
+    from curate.testing import save_tiny_model
 
     if kind == "tiny":
         return save_tiny_model(path)

@@ -5,40 +5,48 @@
     >>> picked = curate.select("gsm8k", method="fisher", budget=50, name="gsm8k-fisher")  # doctest: +SKIP
     >>> picked.to_polars()                                                           # doctest: +SKIP
 
-Nothing heavy is imported here: torch and transformers load only when an operation needs them.
+Every function here is an operation of ``curate.ops.OPS`` (the same ones the CLI and the recipes run) or a read
+of the store. Nothing heavy is imported: torch and transformers load only when an operation needs them.
 """
 
 from __future__ import annotations
 
-from curate._version import __version__  # noqa: E402, F401
-from curate.api import diff, get_store, import_data, lineage, load, sample, save, set_store  # noqa: E402
-from curate.errors import CurateError  # noqa: E402
-
-
-def select(ref, *, method: str, name: str | None = None, store=None, **params):
-    """Run a selector (``curate.selectors.SELECTORS``) on ``ref`` and commit the result; see ``curate select``."""
-    from curate.selectors import run_selector
-
-    return run_selector(ref, method=method, name=name, store=store, **params)
-
-
-def export(ref, *, format: str, out, store=None, **options):
-    """Export a version for a trainer or as plain jsonl/parquet; see ``curate export``."""
-    from curate.api import export as _export
-
-    return _export(ref, format=format, out=out, store=store, **options)
-
+from curate._version import __version__
+from curate.errors import CurateError
+from curate.ops import (
+    as_table,
+    diff,
+    export,
+    import_data,
+    load,
+    rollout,
+    sample,
+    save,
+    select,
+    synth,
+    train,
+    train_grpo,
+    train_sft,
+)
+from curate.store import get_store, lineage, set_store
 
 __all__ = [
     "CurateError",
+    "__version__",
+    "as_table",
     "diff",
     "export",
     "get_store",
     "import_data",
     "lineage",
     "load",
+    "rollout",
     "sample",
     "save",
     "select",
     "set_store",
+    "synth",
+    "train",
+    "train_grpo",
+    "train_sft",
 ]

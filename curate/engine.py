@@ -2,14 +2,14 @@
 
 Feature extraction, per-token losses, rollouts and the synthesizer's LLM calls are maps over rows whose results
 go into resumable ``RowCache`` shards. The driver always decides which rows are missing, packs them into batches
-and writes the shards; only the per-batch work moves. That work is a picklable ``TaskSpec`` (what to compute and
-its settings, never a closure) run by a ``Worker`` that loads the model once and keeps it: the local engine runs
-the batches in-process (a Worker, or for generation the caller's own generator, built from the same settings),
-the Ray engine hands the same batches to a Ray Data actor pool (``map_batches`` with a pool of ``num_workers``
-actors) and streams results back, in any order, keyed by row key. The same batches run the same code either way,
-so both engines give identical values and share one cache: a killed cluster run resumes locally and the other way
-round. Engine settings never enter a cache key or a version id. Each ``run_batches`` call starts its own pool, so
-a workflow of several dependent maps (Condor's stages) loads the model once per map per worker.
+and writes the shards; only the per-batch work moves. That work is a picklable ``TaskSpec`` (a module-level batch
+function and its settings, never a closure) run by a ``Worker`` that loads the model once and keeps it: the local
+engine runs the batches in-process (a Worker, or for generation the caller's own generator, built from the same
+settings), the Ray engine hands the same batches to a Ray Data actor pool (``map_batches`` with a pool of
+``num_workers`` actors) and streams results back, in any order, keyed by row key. The same batches run the same code
+either way, so both engines give identical values and share one cache: a killed cluster run resumes locally and the
+other way round. Engine settings never enter a cache key or a version id. Each ``run_batches`` call starts its own
+pool, so a workflow of several dependent maps (Condor's stages) loads the model once per map per worker.
 
 A failure in a worker's batch, or a worker that dies, ends the run with a one-line ``CurateError``; the rows the
 driver already received are in the cache.
@@ -32,13 +32,6 @@ from curate.errors import CurateError
 __all__ = ["ENGINES", "Engine", "TaskSpec", "Worker", "run_batches"]
 
 ENGINES = ("local", "ray")
-# Where each kind's per-batch function lives; resolved lazily so a Ray worker imports only what it runs.
-_KINDS = {
-    "features": ("curate.scoring", "_features_batch"),
-    "token_losses": ("curate.scoring", "_token_losses_batch"),
-    "generate": ("curate.generation", "_generate_batch"),
-    "embed": ("curate.selectors.dedup", "_embed_batch"),
-}
 
 # The row key a Ray worker answers with when its batch failed (row keys are hex digests or ids, never this).
 _FAILED = "\x00failed"
@@ -80,19 +73,30 @@ class Engine:
 
 @dataclass
 class TaskSpec:
-    """The per-batch work, picklable: a kind (``features``, ``token_losses``, ``generate``) and its settings.
+    """The per-batch work, picklable: ``fn(state, spec, batch)`` -> one result per item, its model and settings.
 
-    >>> TaskSpec("token_losses", "tiny", {"dtype": "float32"}).kind
+    ``fn`` must be a module-level function: pickle (and Ray) send it by reference, so a worker imports only the
+    module that defines it. ``state`` is the worker's dict for what ``fn`` keeps between batches (the model).
+
+    >>> from curate.scoring import _token_losses_batch
+    >>> TaskSpec(_token_losses_batch, "tiny", {"dtype": "float32"}).label
     'token_losses'
     """
 
-    kind: str
+    fn: Callable[[dict[str, Any], TaskSpec, list[Any]], Sequence[Any]]
     model: str
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise CurateError(f"unknown task kind {self.kind!r} (available: {', '.join(_KINDS)})")
+        qualname = getattr(self.fn, "__qualname__", None)
+        if not callable(self.fn) or not isinstance(qualname, str) or "<" in qualname:
+            # A lambda or a closure (``<lambda>``, ``<locals>``) has no importable name, so no worker can rebuild it.
+            raise CurateError(f"TaskSpec: {self.fn!r} is not a module-level function")
+
+    @property
+    def label(self) -> str:
+        """What the task computes, for messages: ``_features_batch`` -> ``features``."""
+        return self.fn.__name__.strip("_").removesuffix("_batch")
 
 
 class Worker:
@@ -102,27 +106,24 @@ class Worker:
     JSON lists of row keys, and ``payload``, pickled item lists; one packed batch per row). A batch that raises
     comes back as one row keyed ``_FAILED`` carrying the message, which the driver raises as a ``CurateError``.
 
-    >>> Worker(TaskSpec("features", "tiny")).state
+    >>> from curate.scoring import _features_batch
+    >>> Worker(TaskSpec(_features_batch, "tiny")).state
     {}
     """
 
     def __init__(self, spec: TaskSpec, trust_remote_code: bool | None = None):
-        import importlib
-
         if trust_remote_code is not None:
             # A Ray actor is another process: it gets the driver's choice here, not from its own environment.
             from curate.models import set_trust_remote_code
 
             set_trust_remote_code(trust_remote_code)
-        module, name = _KINDS[spec.kind]
         self.spec = spec
         self.state: dict[str, Any] = {}
-        self._fn = getattr(importlib.import_module(module), name)
 
     def run(self, items: list[Any]) -> list[Any]:
-        out = list(self._fn(self.state, self.spec, items))
+        out = list(self.spec.fn(self.state, self.spec, items))
         if len(out) != len(items):
-            raise CurateError(f"{self.spec.kind}: batch function returned {len(out)} results for {len(items)}")
+            raise CurateError(f"{self.spec.label}: batch function returned {len(out)} results for {len(items)}")
         return out
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -218,10 +219,10 @@ def run_batches(
     try:
         for row in mapped.iter_rows():
             if row["key"] == _FAILED:
-                raise CurateError(f"{spec.kind} on a Ray worker: {pickle.loads(row['payload'])}")
+                raise CurateError(f"{spec.label} on a Ray worker: {pickle.loads(row['payload'])}")
             yield str(row["key"]), pickle.loads(row["payload"])
     except ray.exceptions.RayError as e:  # a worker died (out of memory, a crashed CUDA kernel) or Ray itself failed
-        raise CurateError(f"{spec.kind} on Ray: {_one_line(e)}") from None
+        raise CurateError(f"{spec.label} on Ray: {_one_line(e)}") from None
 
 
 def _one_line(e: BaseException, limit: int = 500) -> str:

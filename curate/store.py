@@ -65,7 +65,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -516,6 +516,8 @@ class Store:
         # Ref objects never change once created, so what was read once is kept:
         # {name: {file name: (number, id, manifest sha256 or None)}}.
         self._ref_memo: dict[str, dict[str, tuple[int, str, str | None]]] = {}
+        #: versions this object wrote (not found): a recipe runner tells a computed step from a skipped one by it
+        self.written = 0
         if _is_url(raw):
             fs, path = _open_root(raw, storage_options)
             if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
@@ -706,6 +708,21 @@ class Store:
             self._register(name, vid, v.manifest_sha256)
         return v
 
+    def materialise(
+        self, name: str, parents: Sequence[Version], op: dict[str, Any], compute: Callable[[], dict[str, Any]]
+    ) -> Version:
+        """The step every operation shares: find the version this recipe already made, else compute and commit it.
+
+        ``compute()`` returns the ``commit`` arguments: ``table`` and any of ``decisions``, ``stats``, ``extra``,
+        ``timings``. It runs only when the store does not hold the version, so a re-run is free.
+
+        >>> s.materialise("toy", [], {"name": "toy"}, lambda: {"table": pa.table({"id": ["a"]})})   # doctest: +SKIP
+        """
+        if (hit := self.lookup(name, parents, op)) is not None:
+            return hit
+        out = dict(compute())
+        return self.commit(out.pop("table"), name=name, parents=parents, op=op, **out)
+
     def commit(
         self,
         table: pa.Table,
@@ -751,6 +768,7 @@ class Store:
         # manifest hash the refs entry records must be that of the manifest that stands.
         v = self._version(name, vid)
         self._register(name, vid, v.manifest_sha256)
+        self.written += 1
         return v
 
     @staticmethod

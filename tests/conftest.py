@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# Importing the toy plugin registers it; only the tests that use it (and their teardown) should.
+collect_ignore = ["toy_plugin.py"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CURATE_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -22,7 +25,7 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     """A tiny random causal LM saved as a local HF folder: pass the path wherever a model name goes."""
-    from curate.models import save_tiny_model
+    from curate.testing import save_tiny_model
 
     return str(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
 

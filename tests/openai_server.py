@@ -152,12 +152,12 @@ class OpenAIServer:
 def save_sharp_tiny_model(path: str | Path, *, seed: int = 0, std: float = 0.5) -> str:
     """A tiny random model whose weights are redrawn with std ``std``: its greedy outputs differ by prompt.
 
-    ``models.tiny_causal_lm`` initialises with std 0.02, so every prompt decodes to the same repeated token and a
+    ``testing.tiny_causal_lm`` initialises with std 0.02, so every prompt decodes to the same repeated token and a
     greedy comparison could not tell a padding bug from a correct run.
     """
     import torch
 
-    from curate.models import tiny_causal_lm
+    from curate.testing import tiny_causal_lm
 
     model, tok = tiny_causal_lm(seed=seed)
     g = torch.Generator().manual_seed(seed)

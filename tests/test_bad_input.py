@@ -261,7 +261,7 @@ def test_yaml_alias_bomb_is_refused_at_once(store, tmp_path):
         ("select: {method: random, budget: {k: 3}}", r"budget: expected an integer or null, got dict \{'k': 3\}"),
         ("rollout: {n: [8]}", r"steps\[1\] \(rollout\): n: expected an integer, got list \[8\]"),
         ("train: {kind: sft, lr: fast}", r"steps\[1\] \(train\): lr: expected a number, got str 'fast'"),
-        ("train: {kind: ppo}", r"steps\[1\] \(train\): kind must be sft or grpo, got 'ppo'"),
+        ("train: {kind: ppo}", r"steps\[1\] \(train\): unknown trainer 'ppo' \(available: grpo, sft\)"),
         ("export: {format: verl, out: x, split: {a: 1}}", r"steps\[1\] \(export\): split: expected text"),
         ("export: {format: jsonl, out: x, bogus: 1}", r"steps\[1\] \(export\): unknown parameter\(s\) bogus"),
         ("select: {method: nosuch}", r"steps\[1\] \(select\): unknown method 'nosuch'"),
@@ -320,7 +320,7 @@ def test_reward_exceptions_become_one_line_naming_prompt_and_reward():
 
 def test_reward_with_the_wrong_arity_is_refused_before_anything_runs():
     from curate.rewards import get_reward
-    from curate.rollout import RolloutConfig
+    from curate.rollouts import RolloutConfig
 
     with pytest.raises(
         CurateError, match=r"--reward 'tests.test_bad_input:one_arg': takes \(completion\), but a reward is called as"
@@ -331,7 +331,7 @@ def test_reward_with_the_wrong_arity_is_refused_before_anything_runs():
 
 
 def test_rollout_with_a_raising_reward_names_the_prompt(store, tiny_model_path):
-    from curate.rollout import RolloutConfig, rollout
+    from curate.rollouts import RolloutConfig, rollout
 
     prompts = curate.save(
         [{"id": "q0", "prompt": [{"role": "user", "content": "2+2?"}], "answer": "4"}], name="toy", store=store

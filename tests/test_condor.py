@@ -15,9 +15,9 @@ import pytest
 
 from curate.errors import CurateError, InputError
 from curate.generation import Completion, Generator
-from curate.synth import prompts as P
-from curate.synth.condor import CondorConfig, near_duplicates, synth_condor
-from curate.synth.tree import (
+from curate.synthesizers import prompts as P
+from curate.synthesizers.condor import CondorConfig, near_duplicates, synth_condor
+from curate.synthesizers.tree import (
     dedupe_tags,
     expand,
     interleaved_leaves,
@@ -593,7 +593,7 @@ def test_near_duplicates_threshold():
 
 
 def test_openai_backend_against_a_local_server(store, tree_file):
-    from curate.synth.condor import synth_condor as run
+    from curate.synthesizers.condor import synth_condor as run
     from tests.openai_server import OpenAIServer
 
     empty = "[Improved Answer Start] [Improved Answer End]"

@@ -318,6 +318,6 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
 
 def test_empty_store_benchmark_is_an_error(store):
     v = curate.save([chat("Hi there.", "Yo.", "a")], name="rows", store=store)
-    empty = store.commit(curate.api.as_table([chat("x y", "z", "e")]).slice(0, 0), name="nobench", op={"name": "e"})
+    empty = store.commit(curate.as_table([chat("x y", "z", "e")]).slice(0, 0), name="nobench", op={"name": "e"})
     with pytest.raises(CurateError, match="empty benchmark"):
         make_selector("decontam", against=empty.ref).fit(v)

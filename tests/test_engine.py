@@ -11,15 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from curate.api import save
 from curate.engine import Engine, TaskSpec, Worker, run_batches
 from curate.errors import CurateError
-from curate.generation import HFGenerator
-from curate.rollout import RolloutConfig, generate_rollouts
-from curate.scoring import extract_features, token_losses
+from curate.generation import HFGenerator, _generate_batch
+from curate.ops import save
+from curate.rollouts import RolloutConfig, generate_rollouts
+from curate.scoring import _features_batch, _token_losses_batch, extract_features, token_losses
+from curate.selectors.dedup import _embed_batch
 from curate.store import Store
-from curate.synth.condor import CondorConfig, synth_condor
-from curate.synth.tree import save_tree
+from curate.synthesizers.condor import CondorConfig, synth_condor
+from curate.synthesizers.tree import save_tree
 from tests.openai_server import OpenAIServer
 from tests.test_condor import CHESS, HARD, SOUR, TWO_TAGS, ScriptedGenerator
 
@@ -96,7 +97,7 @@ def test_rollouts_identical_under_ray_and_local(tmp_path, tiny_model_path):
 
 
 def test_worker_runs_the_same_code_in_process(tiny_model_path):
-    spec = TaskSpec("token_losses", tiny_model_path, {"dtype": "float32", "keep_loaded": True})
+    spec = TaskSpec(_token_losses_batch, tiny_model_path, {"dtype": "float32", "keep_loaded": True})
     got = dict(run_batches([(["x", "y"], [[1, 2, 3], [4, 5]])], spec=spec))
     direct = Worker(spec).run([[1, 2, 3], [4, 5]])
     assert list(got) == ["x", "y"]
@@ -104,9 +105,35 @@ def test_worker_runs_the_same_code_in_process(tiny_model_path):
     assert got["y"].shape == (2,) and got["y"][0] == 0.0
 
 
+def _short_batch(state, spec, batch):
+    """A batch function that loses one result: a module-level function, as a TaskSpec needs."""
+    state["calls"] = state.get("calls", 0) + 1
+    return batch[:-1]
+
+
+def test_task_spec_takes_a_module_level_function():
+    # The labels in messages are the task names the engine used before it took functions.
+    shipped = [_features_batch, _token_losses_batch, _generate_batch, _embed_batch]
+    assert [TaskSpec(fn, "m").label for fn in shipped] == ["features", "token_losses", "generate", "embed"]
+    spec = TaskSpec(_short_batch, "m", {"x": 1})
+    assert spec.label == "short"
+    assert spec.fn is _short_batch
+    worker = Worker(spec)
+    with pytest.raises(CurateError, match=r"^short: batch function returned 1 results for 2$"):
+        worker.run([1, 2])
+    assert worker.state == {"calls": 1}  # the worker's state goes to the function and stays with the worker
+
+    def local(state, spec, batch):
+        return batch
+
+    for fn in (local, lambda state, spec, batch: batch, "token_losses"):
+        with pytest.raises(CurateError, match="is not a module-level function"):
+            TaskSpec(fn, "m")
+
+
 def test_missing_ray_is_a_clear_error(monkeypatch, tiny_model_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
-    spec = TaskSpec("token_losses", tiny_model_path, {"dtype": "float32", "keep_loaded": True})
+    spec = TaskSpec(_token_losses_batch, tiny_model_path, {"dtype": "float32", "keep_loaded": True})
     with pytest.raises(CurateError, match=r"pip install 'curate\[ray\]'"):
         list(run_batches([(["k"], [[1, 2]])], spec=spec, engine=Engine("ray")))
 
@@ -272,8 +299,6 @@ def test_bad_engine_settings():
         Engine("ray", gpus_per_worker=-1)
     with pytest.raises(CurateError, match="need --engine ray"):
         Engine("local", num_workers=4)
-    with pytest.raises(CurateError, match="unknown task kind"):
-        TaskSpec("transcode", "m")
     with pytest.raises(CurateError, match="--engine"):
         RolloutConfig(engine="dask")
     with pytest.raises(CurateError, match="not an in-process function"):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import curate.api as api
+import curate.ops as api
 import curate.scoring as scoring
 from curate.errors import CurateError
 from curate.selectors import SELECTORS, run_selector
@@ -280,7 +280,8 @@ def test_real_model_on_gsm8k(tmp_path, fisher_registered):
     # On the real SmolLM2 too, the features are the LM head's input (checked by a hook on the head itself).
     import torch
 
-    from curate.models import assistant_token_mask, load_causal_lm
+    from curate.chat import assistant_token_mask
+    from curate.models import load_causal_lm
 
     row = api.load("gsm8k-6", store=store).to_pylist()[1]
     model, tok = load_causal_lm("smollm2-135m")

@@ -38,7 +38,8 @@ def sharp_model(tmp_path_factory):
 
 def _manual_greedy(path: str, messages, max_tokens: int) -> list[int]:
     """Greedy decoding by hand: full forward pass per step, argmax, stop after the end-of-turn token."""
-    from curate.models import load_causal_lm, prompt_ids
+    from curate.chat import prompt_ids
+    from curate.models import load_causal_lm
 
     model, tok = load_causal_lm(path)
     ids = prompt_ids(tok, messages)
@@ -56,7 +57,8 @@ def _manual_greedy(path: str, messages, max_tokens: int) -> list[int]:
 
 
 def test_hf_returns_n_completions_per_prompt(sharp_model):
-    from curate.models import load_tokenizer, prompt_ids
+    from curate.chat import prompt_ids
+    from curate.models import load_tokenizer
 
     g = HFGenerator(sharp_model, batch_size=2)
     out = g.generate(PROMPTS, n=3, sampling=Sampling(max_tokens=MAX_TOKENS, seed=1))

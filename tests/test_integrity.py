@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import curate
-from curate.cache import SHARD_RE, RowCache
+from curate.cache import RowCache
 from curate.errors import IntegrityError, RefError
-from curate.rollout import RolloutConfig, rollout
+from curate.rollouts import RolloutConfig, rollout
 from curate.selectors import run_selector
-from curate.store import Store, sha256_file
+from curate.store import SHARD_RE, Store, sha256_file
 from tests.cli_helpers import refused, run_cli
 from tests.test_fisher import conversations
 from tests.test_rollout import _prompts

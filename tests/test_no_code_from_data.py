@@ -18,8 +18,9 @@ import curate
 import curate.train
 from curate.engine import TaskSpec, Worker
 from curate.errors import CurateError
-from curate.models import save_tiny_model
+from curate.scoring import _features_batch
 from curate.store import Store
+from curate.testing import save_tiny_model
 from curate.train import SFTConfig
 
 data_mod = importlib.import_module("curate.train.data")
@@ -243,7 +244,7 @@ def test_python_switch_and_env(monkeypatch):
         models_mod.set_trust_remote_code(False)  # an explicit Python call wins over the environment
         assert models_mod.trust_remote_code() is False
         # A Ray actor is built with the driver's choice, whatever its own environment says.
-        Worker(TaskSpec("features", "minilm"), True)
+        Worker(TaskSpec(_features_batch, "minilm"), True)
         assert models_mod.trust_remote_code() is True
     finally:
         models_mod.set_trust_remote_code(None)

@@ -3,6 +3,7 @@ dies mid-step resumes from the cache."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,6 +47,11 @@ SMALL = {
 }
 
 
+# The version ids each shipped recipe made (at the sizes above) before the operations layer (#15): a refactor that
+# changes a recipe's op dict, or the parents it hashes, would make every user's store recompute.
+RECIPE_IDS = json.loads((ROOT / "tests" / "data" / "recipe_ids.json").read_text())
+
+
 def test_every_shipped_recipe_is_tested():
     assert sorted(p.name for p in RECIPES.glob("*.yaml")) == sorted(SMALL)
 
@@ -70,6 +76,11 @@ def test_recipe_runs_then_reruns_free(recipe, tmp_path, monkeypatch, request):
     first = run_pipeline(RECIPES / recipe, overrides=SMALL[recipe], store=store)
     assert [r.skipped for r in first if r.kind != "export"] == [False] * sum(r.kind != "export" for r in first)
     assert store.verify() == []
+    made = [
+        [r.kind, None if r.kind in ("train", "export") else f"{store.load(r.output).name}@{store.load(r.output).id}"]
+        for r in first
+    ]
+    assert made == RECIPE_IDS[recipe]
     request.getfixturevalue("no_model_calls")
     t0 = time.perf_counter()
     second = run_pipeline(RECIPES / recipe, overrides=SMALL[recipe], store=store)

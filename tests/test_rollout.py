@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.api import save
 from curate.errors import CurateError
 from curate.generation import HFGenerator, Sampling
-from curate.rollout import RolloutConfig, generate_rollouts, prompt_stats, rollout
+from curate.ops import save
+from curate.rollouts import RolloutConfig, generate_rollouts, prompt_stats, rollout
 
 N = 3
 MAX_TOKENS = 6  # shrunk: the rollout machinery is under test, not the text; 6 tokens keep each batch ~0.1 s
@@ -230,7 +230,7 @@ def test_rollout_through_the_openai_backend(store, prompts, tiny_model_path):
 
 @pytest.mark.slow
 def test_real_model_rollout_rewards_are_binary(store):
-    from curate.api import sample
+    from curate.ops import sample
 
     v = sample("sample-math", n=4, store=store)  # four prompts: the embedded model runs ~200 tokens/s here
     out = rollout(v, n=2, max_tokens=64, store=store, name="math-rollouts")

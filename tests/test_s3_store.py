@@ -86,14 +86,14 @@ def test_conditional_create_is_honoured(s3store):
 
 def test_import_reimport_select_log_verify(s3store):
     assert s3store.remote and str(s3store.root).startswith(f"s3://{BUCKET}/")
-    v = curate.api.import_data(str(GSM8K), name="gsm8k", store=s3store)
+    v = curate.import_data(str(GSM8K), name="gsm8k", store=s3store)
     assert (v.ref, len(v)) == ("gsm8k@v1", 1319)
     assert isinstance(v.path, RemotePath) and str(v.path) == f"{s3store.root}/datasets/gsm8k/{v.id}"
     assert v.to_pylist()[0]["answer"] == "18" and v.to_polars().shape[0] == 1319 and v.to_hf().num_rows == 1319
     assert v.to_arrow(columns=["id"]).column_names == ["id"]
 
     before = _objects(s3store)
-    again = curate.api.import_data(str(GSM8K), name="gsm8k", store=Store(str(s3store.root)))
+    again = curate.import_data(str(GSM8K), name="gsm8k", store=Store(str(s3store.root)))
     assert again.id == v.id and again.ref == "gsm8k@v1" and _objects(s3store) == before  # free, and writes nothing
 
     picked = curate.select("gsm8k", method="random", budget=5, seed=3, name="g5", store=s3store)
@@ -102,7 +102,7 @@ def test_import_reimport_select_log_verify(s3store):
     assert len(d) == 1319 and sum(r["kept"] for r in d) == 5
     assert set(picked.to_arrow().column("id").to_pylist()) == {r["id"] for r in d if r["kept"]}
 
-    info = curate.api.lineage("g5", store=s3store)
+    info = curate.lineage("g5", store=s3store)
     assert info["ref"] == "g5@v1" and info["op"]["params"]["budget"] == 5
     (parent,) = info["parents"]
     assert (parent["ref"], parent["id"], parent["rows"]) == ("gsm8k@v1", v.id, 1319)

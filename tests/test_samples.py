@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import operator
 import re
@@ -349,3 +350,24 @@ def test_glossary_is_consistent():
         for text in (entry.definition, entry.detail, entry.example):
             assert text.endswith("."), (term, text)
     assert set(_ARTICLES) <= set(_GLOSSARY)
+
+
+# --- golden rows ---------------------------------------------------------------------------------------------------
+
+# sha256 of the rows as sorted-key JSON, computed on the single-module samples.py before its word lists moved into
+# data files; any change to a word, a template or the order of random draws changes these.
+_GOLDEN = {
+    ("sample-sft", 7, 1): "e7a22b280c95942020ef71754282f544b0a57675a3ef00b34192db671a088d85",
+    ("sample-sft", 60, 0): "9d6010c6926756ecf0ebf50b4a6ee1b830109fbddbf51edf2fec064a40c37f97",
+    ("sample-sft", 500, 13): "1b19377212a0f9ab57e89482104cfdc10d4a519c215c7e97e0c4347d1fb36a49",
+    ("sample-math", 7, 1): "f27b5e709349868505db10076cdce237ae7f3ceac7aaf47269adaa6f4d6c7e39",
+    ("sample-math", 60, 0): "fe4e927514d369f543508faf48e734891c7b1893028b96ae448f9783a0d38941",
+    ("sample-math", 500, 13): "c2bf464d889ecd9c1beb70658ba50fa50a9673d64762cf73f688dd4a6bd35424",
+}
+
+
+@pytest.mark.parametrize("name, n, seed", list(_GOLDEN))
+def test_rows_match_golden_digest(name, n, seed):
+    rows = SAMPLES[name](n, seed=seed)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    assert digest == _GOLDEN[name, n, seed]

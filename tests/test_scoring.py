@@ -8,8 +8,9 @@ import torch
 
 import curate.scoring as scoring
 from curate.cache import RowCache
+from curate.chat import assistant_token_mask
 from curate.errors import CurateError, InputError
-from curate.models import assistant_token_mask, load_causal_lm
+from curate.models import load_causal_lm
 from curate.scoring import cached_map, extract_features, projection_matrix, response_token_counts
 from curate.store import Store
 
@@ -160,7 +161,7 @@ def test_killed_run_resumes(tiny_model_path, tmp_path, monkeypatch):
 
 
 def test_version_input_uses_its_store(tiny_model_path, tmp_path):
-    import curate.api as api
+    import curate.ops as api
 
     rows = [{"id": f"r{i}", **r} for i, r in enumerate(ROWS)]
     v = api.save(rows, name="toy", store=tmp_path / "store")

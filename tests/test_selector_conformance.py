@@ -87,7 +87,7 @@ def test_battery(method, store, tiny_model_path):
             src = curate.save(rows, name=f"{method}-{tag}", store=store)
         else:
             src = store.commit(
-                curate.api.as_table(rows_for(method, 1)).slice(0, 0), name=f"{method}-empty", op={"name": "empty"}
+                curate.as_table(rows_for(method, 1)).slice(0, 0), name=f"{method}-empty", op={"name": "empty"}
             )
         out = curate.select(src.ref, method=method, name=f"{method}-{tag}-out", store=store, **params)
         assert out.decisions().num_rows == len(src)
@@ -113,3 +113,16 @@ def test_engine_options_reach_the_selector_but_not_the_recipe(method):
     assert ray.get_params() == local.get_params()  # same recipe, same version id, whichever engine ran it
     if method != "difficulty":  # the scoring batch size, like the engine, changes how fast, not what
         assert make_selector(method, batch_tokens=256).get_params() == local.get_params()
+
+
+@pytest.mark.parametrize("method", sorted(SELECTORS))
+def test_services_are_declared_and_stay_out_of_the_recipe(method):
+    sel = make_selector(method)
+    before = sel.get_params()
+    assert sel.bind() is sel and sel.get_params() == before
+    assert isinstance(sel.uses, tuple) and all(isinstance(u, str) for u in sel.uses)
+    with pytest.raises(curate.CurateError, match=f"--method {method}: unknown service"):
+        sel.bind(not_a_service=print)
+    if sel.uses:  # a bound service changes how the work is done, never the recipe
+        sel.bind(**dict.fromkeys(sel.uses, print))
+        assert sel.get_params() == before and all(sel.service(u) is print for u in sel.uses)

@@ -6,6 +6,7 @@ SFT on the result."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import curate.api as api
+import curate
 import curate.scoring as scoring
 import curate.train
+from curate.chat import assistant_token_mask
 from curate.errors import CurateError
-from curate.models import assistant_token_mask, save_tiny_model
 from curate.selectors import SELECTORS, run_selector
-from curate.selectors.token_clean import TokenCleanSelector, keep_random, keep_top
+from curate.selectors.token_clean import TRAINED_MARKER, TokenCleanSelector, keep_random, keep_top
+from curate.testing import save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +102,7 @@ def test_tokenizer_mismatch_is_an_error(tmp_path, models):
     with pytest.raises(CurateError, match="different tokenizers") as err:
         scoring.check_same_tokenizer(models[0], str(other))
     assert models[0] in str(err.value) and str(other) in str(err.value)  # names both models
-    v = api.save(chats(4), name="chats", store=tmp_path / "store")
+    v = curate.save(chats(4), name="chats", store=tmp_path / "store")
     with pytest.raises(CurateError, match="different tokenizers"):
         TokenCleanSelector(base=models[0], reference=str(other)).fit(v)
     assert scoring.check_same_tokenizer(*models)  # the two seeds share one tokenizer
@@ -137,7 +139,7 @@ def test_keep_random_counts_and_seed():
 def test_scores_are_the_loss_difference_and_top_share_is_kept(tmp_path, models):
     base, ref = models
     rows = chats(8)
-    v = api.save(rows, name="chats", store=tmp_path / "store")
+    v = curate.save(rows, name="chats", store=tmp_path / "store")
     sel = TokenCleanSelector(base=base, reference=ref, store_scores=True).fit(v)
     out = sel.transform(v.to_arrow(), sel.select()).to_pylist()
 
@@ -180,7 +182,7 @@ def test_scores_are_the_loss_difference_and_top_share_is_kept(tmp_path, models):
 
 def test_reference_equal_to_base_scores_zero_and_ties_keep_row_order(tmp_path, models):
     base, _ = models
-    v = api.save(chats(6), name="chats", store=tmp_path / "store")
+    v = curate.save(chats(6), name="chats", store=tmp_path / "store")
     sel = TokenCleanSelector(base=base, reference=base, store_scores=True).fit(v)
     finite = np.concatenate([s[np.isfinite(s)] for s in sel.token_scores_])
     assert finite.size and (finite == 0.0).all()
@@ -199,7 +201,7 @@ def test_reference_equal_to_base_scores_zero_and_ties_keep_row_order(tmp_path, m
 
 def test_random_baseline_keeps_the_count_and_differs_from_scores(tmp_path, models):
     base, ref = models
-    v = api.save(chats(8), name="chats", store=tmp_path / "store")
+    v = curate.save(chats(8), name="chats", store=tmp_path / "store")
     scored = TokenCleanSelector(base=base, reference=ref).fit(v)
     rand = TokenCleanSelector(base=base, random=True, seed=5).fit(v)  # no reference needed
     assert rand.kept_tokens_ == scored.kept_tokens_ == int(scored.response_tokens_ * 0.6)
@@ -216,7 +218,7 @@ def test_random_baseline_keeps_the_count_and_differs_from_scores(tmp_path, model
 def test_run_selector_commits_labels_manifest_and_rerun_is_free(tmp_path, models, monkeypatch):
     base, ref = models
     store = tmp_path / "store"
-    api.save(chats(8), name="chats", store=store)
+    curate.save(chats(8), name="chats", store=store)
     out = run_selector("chats", method="token-clean", name="clean", store=store, base=base, reference=ref)
     table = out.to_arrow()
     assert len(out) == 8 and table.column("id").to_pylist() == [f"r{i}" for i in range(8)]
@@ -243,7 +245,7 @@ def test_run_selector_commits_labels_manifest_and_rerun_is_free(tmp_path, models
 
 def test_bad_parameters(tmp_path, models):
     base, ref = models
-    v = api.save(chats(3), name="chats", store=tmp_path / "store")
+    v = curate.save(chats(3), name="chats", store=tmp_path / "store")
     for params, msg in [
         ({"reference": ref, "keep": 1.5}, "--keep"),
         ({"reference": ref, "scope": "row"}, "--scope"),
@@ -256,7 +258,7 @@ def test_bad_parameters(tmp_path, models):
         ({"reference_from": "chats", "ref_lr": 0.0}, "--ref-lr"),
     ]:
         with pytest.raises(CurateError, match=msg):
-            TokenCleanSelector(base=base, **params).fit(v)
+            TokenCleanSelector(base=base, **params).bind(**SERVICES).fit(v)
 
 
 # ---------------------------------------------------------------------------------------------- trained references
@@ -265,16 +267,40 @@ def test_bad_parameters(tmp_path, models):
 # Tiny-model training: 6 steps at lr 1e-2 is enough to move a 32-dim Llama's predictions (the real default is
 # 1 epoch at 2e-5); batch 4 keeps several steps on 8 rows.
 TRAIN = {"ref_steps": 6, "ref_lr": 1e-2, "ref_batch_size": 4}
+# What `curate select` hands a selector that trains (selectors never import the trainers themselves).
+SERVICES = {"train_sft": curate.train.sft}
 
 
-def test_reference_from_trains_once_joins_the_lineage_and_sft_consumes_the_result(tmp_path, models, monkeypatch):
+def test_without_a_bound_trainer_a_trained_reference_is_a_one_line_error(tmp_path, models):
+    base, ref = models
+    v = curate.save(chats(4), name="chats", store=tmp_path / "store")
+    for params in ({"reference_from": "chats"}, {"mode": "self-evolving", "rounds": 1}):
+        with pytest.raises(CurateError, match=r"bind\(train_sft=curate\.train\.sft\)") as err:
+            TokenCleanSelector(base=base, **params).fit(v)
+        assert "\n" not in str(err.value) and "curate select" in str(err.value)
+    assert not (tmp_path / "store" / "cache" / "token-clean-models").exists()  # failed before any work
+    # A given reference needs no trainer; a service the selector does not use is refused by name.
+    assert TokenCleanSelector(base=base, reference=ref).fit(v).kept_tokens_ > 0
+    with pytest.raises(CurateError, match="unknown service.*train_grpo.*it uses: train_sft"):
+        TokenCleanSelector(base=base, reference=ref).bind(train_grpo=curate.train.grpo)
+
+
+def test_a_bound_trainer_never_enters_the_recipe():
+    plain = TokenCleanSelector(reference_from="warm")
+    bound = TokenCleanSelector(reference_from="warm").bind(train_sft=curate.train.sft)
+    assert bound.service("train_sft") is curate.train.sft and plain.service("train_sft") is None
+    assert bound.get_params() == plain.get_params() and "services_" not in bound.get_params()
+    assert bound.extra_parents() == plain.extra_parents() == ["warm"]
+    assert TRAINED_MARKER == curate.train.data.CONFIG_FILE  # spelled out in the selector, which cannot import it
+
+
+def test_reference_from_trains_once_joins_the_lineage_and_sft_consumes_the_result(tmp_path, models):
     base, _ = models
     store = tmp_path / "store"
-    warm = api.save(chats(8), name="warm", store=store)
-    api.save([{**r, "id": f"p{i}"} for i, r in enumerate(chats(6)[::-1])], name="pool", store=store)
-    out = run_selector(
-        "pool", method="token-clean", name="clean", store=store, base=base, reference_from="warm", **TRAIN
-    )
+    warm = curate.save(chats(8), name="warm", store=store)
+    curate.save([{**r, "id": f"p{i}"} for i, r in enumerate(chats(6)[::-1])], name="pool", store=store)
+    kw = dict(method="token-clean", store=store, base=base, reference_from="warm", **TRAIN)
+    out = run_selector("pool", name="clean", services=SERVICES, **kw)
     assert [p["name"] for p in out.parents] == ["pool", "warm"] and out.parents[1]["id"] == warm.id
     info = out.manifest["stats"]["reference"]
     ref_dir = Path(info["model"])
@@ -282,13 +308,17 @@ def test_reference_from_trains_once_joins_the_lineage_and_sft_consumes_the_resul
     assert ref_dir.is_relative_to(Path(store) / "cache")
 
     # The scores are loss_base - loss_ref against the trained model.
-    sel = TokenCleanSelector(base=base, reference_from="warm", store_scores=True, **TRAIN)
     trained = []
-    real = curate.train.sft
-    monkeypatch.setattr(curate.train, "sft", lambda *a, **k: trained.append(1) or real(*a, **k))
-    sel.fit(api.load("pool", store=store))
+    sel = TokenCleanSelector(base=base, reference_from="warm", store_scores=True, **TRAIN)
+    sel.bind(train_sft=lambda *a, **k: trained.append(1) or curate.train.sft(*a, **k))
+    sel.fit(curate.load("pool", store=store))
     assert trained == []  # the reference folder is reused
-    row = api.load("pool", store=store).to_pylist()[0]
+    # The reference trained on the warm-up Version itself: its run info names that version.
+    info = json.loads((ref_dir / TRAINED_MARKER).read_text())
+    assert info["dataset"] == {"ref": warm.ref, "name": "warm", "id": warm.id}
+    # Whoever binds the trainer does not change the recipe: the same version, from the cache.
+    assert run_selector("pool", name="clean", services={"train_sft": lambda *a, **k: 1 / 0}, **kw).id == out.id
+    row = curate.load("pool", store=store).to_pylist()[0]
     _, mask, lb = direct(base, row["messages"])
     _, _, lr = direct(str(ref_dir), row["messages"])
     np.testing.assert_allclose(sel.token_scores_[0][mask], (lb - lr)[mask], rtol=1e-4, atol=1e-5)
@@ -306,7 +336,7 @@ def test_reference_from_trains_once_joins_the_lineage_and_sft_consumes_the_resul
 def test_self_evolving_scores_each_part_against_the_previous_round(tmp_path, models):
     base, _ = models
     store = tmp_path / "store"
-    v = api.save(chats(9), name="pool", store=store)
+    v = curate.save(chats(9), name="pool", store=store)
     out = run_selector(
         "pool",
         method="token-clean",
@@ -316,6 +346,7 @@ def test_self_evolving_scores_each_part_against_the_previous_round(tmp_path, mod
         mode="self-evolving",
         rounds=2,
         store_scores=True,
+        services=SERVICES,
         **TRAIN,
     )
     assert [p["name"] for p in out.parents] == ["pool"]
@@ -323,6 +354,9 @@ def test_self_evolving_scores_each_part_against_the_previous_round(tmp_path, mod
     assert [r["token_clean_round"] for r in table] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     st = out.manifest["stats"]
     assert st["parts"] == [[0, 3], [3, 6], [6, 9]] and len(st["models"]) == 2  # theta_0, theta_1
+    # theta_0 trained on rows handed to the trainer directly: no store version, so a content digest names them.
+    info = json.loads((Path(st["models"][0]) / TRAINED_MARKER).read_text())
+    assert info["dataset"]["ref"] == "rows" and info["dataset"]["name"] is None and len(info["dataset"]["id"]) == 16
     rows = v.to_pylist()
     for i, r in enumerate(table):
         ids, mask, lb = direct(base, rows[i]["messages"])
@@ -361,11 +395,11 @@ def test_planted_noise_is_what_gets_dropped():
 @pytest.mark.slow
 def test_smollm2_on_gsm8k_through_one_sft_step(tmp_path):
     store = tmp_path / "store"
-    full = api.import_data("/work/shared/data/gsm8k/test.jsonl", name="gsm8k", store=store)
+    full = curate.import_data("/work/shared/data/gsm8k/test.jsonl", name="gsm8k", store=store)
     table = full.to_arrow()
     # Three rows as the pool and the next four as warm-up (the real sizes are 50k and 10k): CPU seconds.
-    api.save(table.slice(0, 3), name="pool", store=store)
-    api.save(table.slice(3, 4), name="warm", store=store)
+    curate.save(table.slice(0, 3), name="pool", store=store)
+    curate.save(table.slice(3, 4), name="warm", store=store)
     out = run_selector(
         "pool",
         method="token-clean",
@@ -375,6 +409,7 @@ def test_smollm2_on_gsm8k_through_one_sft_step(tmp_path):
         ref_steps=2,
         ref_batch_size=2,
         ref_lr=1e-5,  # 2 steps of full fine-tuning: a reference that moved a little
+        services=SERVICES,
     )
     st = out.manifest["stats"]
     assert st["tokens"]["kept"] == int(st["tokens"]["response"] * 0.6) > 0

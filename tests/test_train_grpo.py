@@ -157,6 +157,26 @@ def test_resume_matches_uninterrupted_run(digits, tiny_model_path, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_a_version_or_rows_train_exactly_like_the_ref(digits, tiny_model_path, tmp_path):
+    import json
+
+    version = curate.load("digits", store=digits)
+    by_ref, _ = run(digits, tmp_path, "ref", tiny_model_path, steps=2)
+    base = dict(model=tiny_model_path, reward=digit_reward, n=8, prompts_per_step=4, max_new_tokens=2, lr=3e-3)
+    for tag, data in (("version", version), ("rows", version.to_pylist())):
+        curate.train.grpo(data, store=digits, out=str(tmp_path / tag), steps=2, **base)
+    a = params(by_ref.out)
+    for tag in ("version", "rows"):
+        assert all(torch.equal(a[k], w) for k, w in params(tmp_path / tag).items()), tag
+    info = {t: json.loads((tmp_path / t / "curate_train.json").read_text()) for t in ("ref", "version", "rows")}
+    assert (
+        info["ref"]["dataset"]
+        == info["version"]["dataset"]
+        == {"ref": "digits@v1", "name": "digits", "id": version.id}
+    )
+    assert info["rows"]["dataset"]["ref"] == "rows" and info["rows"]["dataset"]["name"] is None
+
+
 def test_bad_config_names_the_flag(digits, tiny_model_path, tmp_path):
     with pytest.raises(CurateError, match="--downsample"):
         GRPOConfig(n=8, downsample=1)

@@ -142,6 +142,39 @@ def test_grad_accum_1x8_equals_8x1(tiny_model_path, store, tmp_path):
         assert all(log[key] == pytest.approx(logs[0][key], rel=1e-5) for log in logs[1:]), key
 
 
+def test_a_version_a_table_or_rows_train_exactly_like_the_ref(tiny_model_path, store, tmp_path):
+    from curate.records import to_table
+    from curate.store import table_digest
+
+    rows = [{"id": str(i), "messages": chat("q" * (1 + i), "a" * (2 + 3 * i))} for i in range(6)]
+    v = curate.save(rows, name="acc", store=store)
+    # 3 steps at lr 1e-2: enough to move every weight, so equal folders mean equal training
+    common = dict(model=tiny_model_path, max_steps=3, batch_size=2, lr=1e-2, store=store)
+    for tag, data in (("ref", "acc"), ("version", v), ("rows", rows), ("table", to_table(rows))):
+        curate.train.sft(data, out=str(tmp_path / tag), **common)
+    by_ref = params(tmp_path / "ref")
+    assert any(not torch.equal(by_ref[k], w) for k, w in params(tiny_model_path).items())
+    for tag in ("version", "rows", "table"):
+        assert all(torch.equal(by_ref[k], w) for k, w in params(tmp_path / tag).items()), tag
+    losses = [[r["loss"] for r in curate.train.read_metrics(tmp_path / t) if "loss" in r] for t in ("ref", "rows")]
+    assert losses[0] == losses[1]
+
+    # What the run info says it trained on: the version for a ref or a Version, a content digest for rows.
+    def dataset(tag):
+        return json.loads((tmp_path / tag / "curate_train.json").read_text())["dataset"]
+
+    assert dataset("ref") == dataset("version") == {"ref": "acc@v1", "name": "acc", "id": v.id}
+    digest = table_digest(to_table(rows))[:16]
+    assert dataset("rows") == dataset("table") == {"ref": "rows", "name": None, "id": digest}
+
+    # Resume still refuses other data: a checkpoint of these rows does not continue on fewer rows.
+    curate.train.sft(rows, out=str(tmp_path / "ck"), save_every=1, **{**common, "max_steps": 1})
+    with pytest.raises(CurateError, match=rf"trained on rows \(id {digest}\), not rows \(id "):
+        curate.train.sft(rows[:-1], out=str(tmp_path / "ck"), resume=True, **{**common, "max_steps": 2})
+    with pytest.raises(CurateError, match="cannot train on a int: pass a store ref, a Version"):
+        curate.train.sft(7, out=str(tmp_path / "bad"), **common)
+
+
 def test_memorises_saves_hf_checkpoints_and_resumes_exactly(tiny_model_path, store, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -204,7 +237,7 @@ def test_length_grouped_plan_covers_every_row_once_and_is_seeded():
 
 
 def test_messages_train_on_assistant_tokens_only():
-    from curate.models import tiny_causal_lm
+    from curate.testing import tiny_causal_lm
 
     _, tok = tiny_causal_lm()
     rows = [{"messages": chat("hello", "yo")}, {"messages": [{"role": "user", "content": "no answer"}]}]
@@ -253,7 +286,7 @@ def test_bad_config_and_bad_input_name_the_flag_or_row(tiny_model_path, store, t
 def test_smollm2_sft_lowers_heldout_gsm8k_loss(store, tmp_path):
     import itertools
 
-    from curate.api import import_data
+    from curate import import_data
 
     def short(path, k):
         with open(path) as f:

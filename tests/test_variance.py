@@ -1,4 +1,4 @@
-"""PODS max-variance down-sampling and DAPO zero-variance drop (curate/selectors/variance.py)."""
+"""PODS max-variance down-sampling and DAPO zero-variance drop (curate/groups.py, curate/selectors/variance.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-from curate.api import save
+from curate import save
 from curate.errors import CurateError
+from curate.groups import group_advantages, learnability, max_variance_subset, zero_variance
 from curate.selectors import SELECTORS, run_selector
-from curate.selectors.variance import VarianceSelector, max_variance_subset
+from curate.selectors.variance import VarianceSelector
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +25,16 @@ def brute_force_best(r: np.ndarray, m: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- the subset
+def test_group_math_golden():
+    # Population std of [0, 1] is 0.5: advantages +-0.5 / (0.5 + 1e-4).
+    assert group_advantages(np.array([1.0, 0.0])).tolist() == [0.5 / 0.5001, -0.5 / 0.5001]
+    assert group_advantages(np.array([0.5, 0.5, 0.5])).tolist() == [0.0, 0.0, 0.0]
+    assert zero_variance([0.3]) and zero_variance([0.1 + 0.2, 0.3])  # one rollout; float noise below 1e-12
+    assert not zero_variance([0.0, 1e-9])
+    assert zero_variance([0.0, 0.5], min_std=0.25) and not zero_variance([0.0, 0.5], min_std=0.2499)
+    assert learnability(np.array([0.0, 0.25, 1.0])).tolist() == [0.0, 0.1875, 0.0]
+
+
 def test_golden_asymmetric_graded_case():
     r = [0, 0.1, 0.15, 0.2, 1.0]
     assert max_variance_subset(r, 3).tolist() == [0, 1, 4]  # {0, 0.1, 1.0}: 2 lowest + 1 highest, unique optimum

@@ -31,6 +31,17 @@ SELECTORS: dict[str, type[Selector]] = {
 }
 
 
+def register(cls: type[Selector]) -> type[Selector]:
+    """Add a selector class under its ``name`` (a plugin's; built-in ones are listed above)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise CurateError(f"selector {cls.__name__}: set a class attribute `name`")
+    if name in SELECTORS:
+        raise CurateError(f"selector {name!r} is already registered")
+    SELECTORS[name] = cls
+    return cls
+
+
 def get_selector(method: str) -> type[Selector]:
     try:
         return SELECTORS[method]
@@ -49,8 +60,13 @@ def make_selector(method: str, **params: Any) -> Selector:
     return cls(**params)
 
 
-def run_selector(ref, *, method: str, name: str | None = None, store=None, **params: Any):
+def run_selector(
+    ref, *, method: str, name: str | None = None, store=None, services: dict[str, Any] | None = None, **params: Any
+):
     """Fit a selector on ``ref``, select, and commit the kept rows with ``decisions.parquet``.
+
+    ``services`` maps service names to callables (``{"train_sft": curate.train.sft}``); the selector gets those it
+    ``uses`` through ``bind``. They decide how the work is done, not the recipe: the version id ignores them.
 
     >>> v = curate.select("sample-sft", method="random", budget=50, name="sft-rand")   # doctest: +SKIP
     """
@@ -59,30 +75,29 @@ def run_selector(ref, *, method: str, name: str | None = None, store=None, **par
     s = get_store(store)
     version = s.load(ref)
     selector = make_selector(method, **params)
+    selector.bind(**{k: v for k, v in (services or {}).items() if k in selector.uses})
     selector.check_input(version)
     name = name or f"{version.name}-{method}"
     op = {"name": "select", "method": method, "params": selector.get_params(), **selector.identity()}
     # A selector that builds on other versions (e.g. a warm-up set that trains a reference model) names them in
     # ``extra_parents()``: they join the lineage and the recipe id.
     parents = [version, *(s.load(p) for p in selector.extra_parents())]
-    if (hit := s.lookup(name, parents, op)) is not None:
-        return hit
-    t0 = time.perf_counter()
-    selector.fit(version)
-    t1 = time.perf_counter()
-    selection = selector.select()
-    table = version.to_arrow()
-    out = selector.transform(table, selection)
-    return s.commit(
-        out,
-        name=name,
-        parents=parents,
-        op=op,
-        decisions=selector.decisions(table, selection),
-        stats=selector.stats(selection),
-        extra=getattr(selector, "manifest_extra_", None),  # e.g. the tokenizer and chat template of labels
-        timings={"fit_s": round(t1 - t0, 4), "select_s": round(time.perf_counter() - t1, 4)},
-    )
+
+    def compute() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        selector.fit(version)
+        t1 = time.perf_counter()
+        selection = selector.select()
+        table = version.to_arrow()
+        return {
+            "table": selector.transform(table, selection),
+            "decisions": selector.decisions(table, selection),
+            "stats": selector.stats(selection),
+            "extra": getattr(selector, "manifest_extra_", None),  # e.g. the tokenizer and chat template of labels
+            "timings": {"fit_s": round(t1 - t0, 4), "select_s": round(time.perf_counter() - t1, 4)},
+        }
+
+    return s.materialise(name, parents, op, compute)
 
 
-__all__ = ["SELECTORS", "Selection", "Selector", "get_selector", "make_selector", "run_selector"]
+__all__ = ["SELECTORS", "Selection", "Selector", "get_selector", "make_selector", "register", "run_selector"]

@@ -6,6 +6,11 @@ hyperparameters unchanged; ``fit(version)`` sets ``scores_`` (one float per pare
 Every budget form (``budget`` rows, ``fraction`` of rows, ``budget_tokens``) shares the one scorer.
 
 A new method is one file with one subclass that implements ``fit``; register it in ``SELECTORS``.
+
+A selector that needs a service it does not own (token cleaning fine-tunes a reference model with a trainer) names
+it in ``uses``; whoever runs the selector hands it over with ``bind`` (``curate select`` passes
+``train_sft=curate.train.sft``). Services are how the work is done, never what is computed: they stay out of
+``get_params``, the recipe and the version id, and selectors never import the trainers themselves.
 """
 
 from __future__ import annotations
@@ -99,9 +104,12 @@ class Selector(ABC):
     name: ClassVar[str]
     #: columns the input version must have
     requires: ClassVar[tuple[str, ...]] = ()
+    #: services ``fit`` may call, handed over with ``bind`` (``"train_sft"``: a function like ``curate.train.sft``)
+    uses: ClassVar[tuple[str, ...]] = ()
 
     scores_: np.ndarray
     version_: Version
+    services_: dict[str, Any]
 
     @abstractmethod
     def fit(self, version: Version) -> Self:
@@ -120,6 +128,22 @@ class Selector(ABC):
             for k in sig.parameters
             if k != "self" and k not in EXECUTION_PARAMS and hasattr(self, k)
         }
+
+    def bind(self, **services: Any) -> Self:
+        """Hand over services named in ``uses``; returns ``self``. They never enter ``get_params`` or the recipe.
+
+        >>> TokenCleanSelector(reference_from="warmup").bind(train_sft=curate.train.sft)  # doctest: +SKIP
+        """
+        unknown = sorted(k for k in services if k not in self.uses)
+        if unknown:
+            uses = ", ".join(self.uses) or "none"
+            raise CurateError(f"--method {self.name}: unknown service(s) {', '.join(unknown)} (it uses: {uses})")
+        self.services_ = {**getattr(self, "services_", {}), **services}
+        return self
+
+    def service(self, name: str) -> Any | None:
+        """The bound service ``name`` (one of ``uses``), or None when nobody bound it."""
+        return getattr(self, "services_", {}).get(name)
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The engine options this selector was given, to pass on to the per-row scoring stage."""
@@ -182,6 +206,11 @@ class Selector(ABC):
                 "reason": pa.array(selection.reasons, type=pa.string()),
             }
         )
+
+    @classmethod
+    def summary_lines(cls, stats: dict[str, Any], params: dict[str, Any]) -> list[str]:
+        """Lines the CLI prints after a selection's one-line summary (e.g. decontam's leaks with ``--report``)."""
+        return []
 
     def stats(self, selection: Selection) -> dict[str, Any]:
         reasons: dict[str, int] = {}

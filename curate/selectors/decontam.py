@@ -516,6 +516,13 @@ class DecontamSelector(FilterSelector):
         out = out.append_column("bench_item", pa.array(item, type=pa.string()))
         return out.append_column("overlap", pa.array(self.overlap_, type=pa.string()))
 
+    @classmethod
+    def summary_lines(cls, stats: dict[str, Any], params: dict[str, Any]) -> list[str]:
+        """With ``--report``: every leaked benchmark item."""
+        if not params.get("report") or "leaks" not in stats:
+            return []
+        return leak_lines(stats["leaks"]) or ["no benchmark item leaked"]
+
     def stats(self, selection: Selection) -> dict[str, Any]:
         base = super().stats(selection)
         by_bench: dict[str, int] = {}

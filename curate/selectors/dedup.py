@@ -242,7 +242,7 @@ def embed_texts(
         "model": resolve(model).identity,
     }
     cache = RowCache(store, "embeddings", settings_key(settings), settings) if store is not None else None
-    spec = TaskSpec("embed", model, {})
+    spec = TaskSpec(_embed_batch, model, {})
     keys = [content_key({"text": t}) for t in texts]
     out = cached_map(
         list(texts),

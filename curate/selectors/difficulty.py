@@ -1,4 +1,4 @@
-"""Intermediate-difficulty prompt selection and curricula for RL, offline and online.
+"""Intermediate-difficulty prompt selection and curricula for RL, offline (the online sampler is in train/).
 
 What it computes. Every prompt gets a pass rate p from n rollouts of the current policy: successes / n, or with a
 Beta(a, b) prior (``--prior a,b``) the posterior mean (successes + a) / (n + a + b). A success is a reward > 0.5, the
@@ -23,25 +23,19 @@ curriculum. The output carries ``pass_rate`` (p as estimated), ``n_rollouts`` an
 Input: a rollouts version (``prompt_id`` + ``reward``: one output row per prompt, taken from the first rollout row of
 each prompt, rollout-only columns dropped, ``id`` = ``prompt_id``; ``decisions.parquet`` has one row per rollout
 with its prompt's decision), or a prompts version, for which the selector runs ``--n`` rollouts per prompt itself
-through the rollout cache (``curate.rollout.generate_rollouts``; a second run generates nothing) with ``--model``,
+through the rollout cache (``curate.rollouts.generate_rollouts``; a second run generates nothing) with ``--model``,
 ``--backend``, ``--temperature``, ``--max-tokens`` and ``--reward``; the model identity then enters the version id.
 
-``OnlineDifficultySampler`` is the same idea inside a training loop: a Beta posterior per prompt, updated from the
-trainer's own rollouts, and prompts drawn with probability proportional to the learnability of the posterior mean
-(Bae et al.'s online filtering and LILO's learnability sampling, without extra rollouts), with optional GRESO-style
-skipping of prompts that stayed all-correct or all-wrong.
+The same idea inside a training loop, updated from the trainer's own rollouts, is ``curate train grpo --curriculum
+online`` (``OnlineDifficultySampler`` in ``curate/train/curriculum.py``).
 
 Papers: SPEED-RL (Zhang, Arora, Mei, Zanette, arXiv 2506.09016); Online Difficulty Filtering (Bae et al., arXiv
 2504.03380); LILO, learnability p (1 - p) (Foster, Sims, Forkel, Fellows, Foerster, arXiv 2502.12272); DAPO dynamic
-sampling (Yu et al., arXiv 2503.14476); GRESO (Zheng et al., arXiv 2506.02177).
+sampling (Yu et al., arXiv 2503.14476).
 
 Departures: the papers filter on-policy at every step; the selector filters once, offline, from one set of rollouts
 (a staged curriculum instead of re-screening). SPEED-RL's continuation rollouts and Bae et al.'s asynchronous batch
-refill are the trainer's business. The online sampler reuses the trainer's rollouts instead of screening with extra
-ones, so its estimates lag the policy by the age of the evidence (``decay`` < 1 forgets old evidence). GRESO's
-adaptive skip probabilities are optional (``adaptive=True``, adjusted once per ``sample`` call from the updates since
-the previous call) and its "all correct" / "all wrong" states are exact (every / no reward > 0.5), not its 0.98 /
-0.11 thresholds on the mean reward.
+refill are the trainer's business.
 
     curate select sample-math --method difficulty --n 4 --band 0.2,0.8 --order easy-to-hard --stages 3 \\
         --name math-curriculum
@@ -52,14 +46,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
 
 from curate.errors import CurateError
-from curate.rollout import PASS_THRESHOLD
+from curate.groups import learnability
+from curate.rollouts import PASS_THRESHOLD
 from curate.selectors.base import Selection, Selector, check_budget, rank_desc, take_by_budget
 from curate.selectors.variance import prompt_groups, rewards_of
 from curate.store import Version
@@ -181,7 +175,7 @@ class DifficultySelector(Selector):
 
     def rollout_config(self):
         """The ``RolloutConfig`` this selector runs on a prompts version."""
-        from curate.rollout import RolloutConfig
+        from curate.rollouts import RolloutConfig
 
         return RolloutConfig(
             n=self.n,
@@ -206,7 +200,7 @@ class DifficultySelector(Selector):
         if not getattr(self, "runs_rollouts_", True):
             return {}
         from curate.rewards import reward_source
-        from curate.rollout import EXECUTION_ONLY
+        from curate.rollouts import EXECUTION_ONLY
 
         # The same recipe `curate rollout` hashes: generator identity (model weights, chat template), sampling
         # settings, and the source of a user reward function.
@@ -242,7 +236,7 @@ class DifficultySelector(Selector):
         self._check_params()
         self.version_ = version
         if self.runs_rollouts_:
-            from curate.rollout import generate_rollouts
+            from curate.rollouts import generate_rollouts
 
             rollouts = generate_rollouts(
                 version, self.rollout_config(), store=version.store, generator=self.generator()
@@ -272,7 +266,7 @@ class DifficultySelector(Selector):
         prior = None if self.prior is None else _pair(self.prior, "--prior", unit=False)
         self.raw_pass_rate_ = pass_rates(self.successes_, self.n_rollouts_, None)
         self.pass_rate_ = pass_rates(self.successes_, self.n_rollouts_, prior)
-        self.learnability_ = self.pass_rate_ * (1.0 - self.pass_rate_)
+        self.learnability_ = learnability(self.pass_rate_)
         self.prompt_scores_ = self.pass_rate_ if self.score == "pass-rate" else self.learnability_
         self.scores_ = self.prompt_scores_[self.row_prompt_].astype(np.float64)
         return self
@@ -374,201 +368,3 @@ class DifficultySelector(Selector):
                 np.asarray(selection.columns["stage"], dtype=np.int64), minlength=int(self.stages) + 1
             )[1:].tolist()
         return out
-
-
-# ---------------------------------------------------------------------------------------------- online sampler
-class OnlineDifficultySampler:
-    """Draw training prompts by learnability of a per-prompt Beta posterior; update it from training rollouts.
-
-    Each prompt's pass rate has a Beta(a + successes, b + failures) posterior (``prior=(a, b)``; a success is a
-    reward > 0.5, as in ``curate rollout``). ``sample(k)`` draws k distinct prompts with probability proportional to
-    ``max(m (1 - m), floor)`` where m is the posterior mean: prompts near p = 0.5 come most often, unseen prompts have
-    the prior's mean (0.5 for Beta(1, 1), so they are explored first), and ``floor`` keeps solved or hopeless prompts
-    from vanishing while the policy changes. ``update(prompt_id, rewards)`` adds one group of rollouts.
-
-    With ``skip_zero_variance=True`` (GRESO): a prompt whose last ``count`` updates were all correct (all wrong) is
-    passed over with probability ``1 - max(p_easy ** count, 0.01)`` (``p_hard`` for all wrong); count 0 never
-    skips. The draw walks the weighted random order and takes the first k prompts not skipped; if fewer than k
-    survive it fills up with skipped ones in the same order, so ``sample(k)`` always returns ``min(k, #prompts)``.
-    With ``adaptive=True`` each ``sample`` call first moves ``p_easy`` (``p_hard``) by -0.01 if the share of
-    all-correct (all-wrong) updates since the previous call reached ``target_easy`` (``target_hard``), else by
-    +0.01, clipped to [0.05, 0.95] (GRESO's rule). ``decay`` < 1 shrinks old evidence before each update.
-
-    ``state_dict()`` / ``load_state_dict()`` are plain JSON-able dicts (posteriors, streaks, skip probabilities,
-    the RNG state), so a resumed trainer draws exactly what an uninterrupted one would.
-
-    >>> s = OnlineDifficultySampler(["a", "b", "c"], n_per_step=2, seed=0)
-    >>> s.update("a", [1.0, 1.0, 1.0, 1.0]); len(s.sample())
-    2
-    """
-
-    def __init__(
-        self,
-        prompt_ids: Sequence[str],
-        *,
-        n_per_step: int,
-        prior: tuple[float, float] = (1.0, 1.0),
-        seed: int = 0,
-        floor: float = 0.01,
-        decay: float = 1.0,
-        skip_zero_variance: bool = False,
-        p_easy: float = 0.5,
-        p_hard: float = 0.5,
-        adaptive: bool = False,
-        target_easy: float = 0.25 / 3,
-        target_hard: float = 0.25 * 2 / 3,
-    ):
-        ids = [str(p) for p in prompt_ids]
-        if len(set(ids)) != len(ids):
-            raise CurateError("OnlineDifficultySampler: prompt_ids has duplicates")
-        if isinstance(n_per_step, bool) or not isinstance(n_per_step, int) or n_per_step < 1:
-            raise CurateError(f"OnlineDifficultySampler: n_per_step must be a positive integer, got {n_per_step!r}")
-        a, b = _pair(prior, "prior", unit=False)
-        if a + b <= 0:
-            raise CurateError(f"OnlineDifficultySampler: prior must have a + b > 0, got {prior!r}")
-        if not 0 <= floor <= 0.25:
-            raise CurateError(f"OnlineDifficultySampler: floor must be in [0, 0.25], got {floor!r}")
-        if not 0 < decay <= 1:
-            raise CurateError(f"OnlineDifficultySampler: decay must be in (0, 1], got {decay!r}")
-        for flag, v in (("p_easy", p_easy), ("p_hard", p_hard)):
-            if not 0 <= v <= 1:
-                raise CurateError(f"OnlineDifficultySampler: {flag} must be in [0, 1], got {v!r}")
-        self.prompt_ids = ids
-        self.n_per_step = n_per_step
-        self.prior = (a, b)
-        self.seed = seed
-        self.floor = float(floor)
-        self.decay = float(decay)
-        self.skip_zero_variance = skip_zero_variance
-        self.p_easy = float(p_easy)
-        self.p_hard = float(p_hard)
-        self.adaptive = adaptive
-        self.target_easy = float(target_easy)
-        self.target_hard = float(target_hard)
-        self._index = {p: i for i, p in enumerate(ids)}
-        self.alpha = np.full(len(ids), a, dtype=np.float64)
-        self.beta = np.full(len(ids), b, dtype=np.float64)
-        self.easy_streak = np.zeros(len(ids), dtype=np.int64)
-        self.hard_streak = np.zeros(len(ids), dtype=np.int64)
-        self._since = [0, 0, 0]  # updates, all-correct, all-wrong since the last sample() call
-        self._rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids)
-
-    def _i(self, prompt_id: str) -> int:
-        try:
-            return self._index[str(prompt_id)]
-        except KeyError:
-            raise CurateError(f"OnlineDifficultySampler: unknown prompt_id {prompt_id!r}") from None
-
-    def pass_rate(self, prompt_id: str | None = None) -> float | np.ndarray:
-        """Posterior mean pass rate of one prompt, or of all prompts in ``prompt_ids`` order."""
-        m = self.alpha / (self.alpha + self.beta)
-        return m if prompt_id is None else float(m[self._i(prompt_id)])
-
-    def weights(self) -> np.ndarray:
-        """Unnormalised sampling weights ``max(m (1 - m), floor)``, in ``prompt_ids`` order."""
-        m = self.pass_rate()
-        return np.maximum(m * (1.0 - m), self.floor)
-
-    def skip_probability(self) -> np.ndarray:
-        """GRESO's ``1 - max(p ** count, 0.01)`` per prompt (0 where the streak is 0 or skipping is off)."""
-        if not self.skip_zero_variance:
-            return np.zeros(len(self))
-        out = np.zeros(len(self))
-        for streak, p in ((self.easy_streak, self.p_easy), (self.hard_streak, self.p_hard)):
-            on = streak > 0
-            out[on] = 1.0 - np.maximum(p ** streak[on].astype(np.float64), 0.01)
-        return out
-
-    def _adapt(self) -> None:
-        total, easy, hard = self._since
-        if self.adaptive and total:
-            self.p_easy += -0.01 if easy / total >= self.target_easy else 0.01
-            self.p_hard += -0.01 if hard / total >= self.target_hard else 0.01
-            self.p_easy = float(np.clip(self.p_easy, 0.05, 0.95))
-            self.p_hard = float(np.clip(self.p_hard, 0.05, 0.95))
-        self._since = [0, 0, 0]
-
-    def sample(self, k: int | None = None) -> list[str]:
-        """``k`` distinct prompt ids (default ``n_per_step``), drawn by learnability weight, GRESO skips applied."""
-        k = self.n_per_step if k is None else int(k)
-        if k < 0:
-            raise CurateError(f"OnlineDifficultySampler.sample: k must be >= 0, got {k}")
-        self._adapt()
-        n = len(self)
-        u = self._rng.random(n)
-        v = self._rng.random(n)
-        w = self.weights()
-        # Efraimidis-Spirakis: sorting log(u) / w descending is a weighted draw without replacement; a zero weight
-        # (floor 0 and a certain prompt) sorts last instead of dividing by zero.
-        with np.errstate(divide="ignore"):
-            keys = np.where(w > 0, np.log(np.maximum(u, 1e-300)) / np.where(w > 0, w, 1.0), -np.inf)
-        order = np.argsort(-keys, kind="stable")
-        skipped = v[order] < self.skip_probability()[order]
-        picked = np.concatenate((order[~skipped], order[skipped]))[: min(k, n)]
-        return [self.prompt_ids[i] for i in picked]
-
-    def update(self, prompt_id: str, rewards: Sequence[float]) -> None:
-        """Add one group of rollouts of ``prompt_id`` to its posterior and its GRESO streaks."""
-        i = self._i(prompt_id)
-        r = np.asarray(list(rewards), dtype=np.float64)
-        if r.size == 0:
-            raise CurateError(f"OnlineDifficultySampler.update: no rewards for prompt_id {prompt_id!r}")
-        if not np.all(np.isfinite(r)):
-            raise CurateError(f"OnlineDifficultySampler.update: prompt_id {prompt_id!r}: non-finite reward in {r}")
-        x = (r > PASS_THRESHOLD).astype(np.float64)
-        a, b = self.prior
-        self.alpha[i] = a + self.decay * (self.alpha[i] - a) + x.sum()
-        self.beta[i] = b + self.decay * (self.beta[i] - b) + (x.size - x.sum())
-        all_correct, all_wrong = bool(x.all()), not x.any()
-        self.easy_streak[i] = self.easy_streak[i] + 1 if all_correct else 0
-        self.hard_streak[i] = self.hard_streak[i] + 1 if all_wrong else 0
-        self._since[0] += 1
-        self._since[1] += int(all_correct)
-        self._since[2] += int(all_wrong)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything ``load_state_dict`` needs to continue exactly; plain JSON types only."""
-        return {
-            "format": 1,
-            "prompt_ids": list(self.prompt_ids),
-            "alpha": self.alpha.tolist(),
-            "beta": self.beta.tolist(),
-            "easy_streak": self.easy_streak.tolist(),
-            "hard_streak": self.hard_streak.tolist(),
-            "p_easy": self.p_easy,
-            "p_hard": self.p_hard,
-            "since": list(self._since),
-            "rng": self._rng.bit_generator.state,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict``; the prompt ids must be the same set (their order may differ)."""
-        if state.get("format") != 1:
-            raise CurateError(f"OnlineDifficultySampler: unknown state format {state.get('format')!r}")
-        ids = [str(p) for p in state["prompt_ids"]]
-        if set(ids) != set(self.prompt_ids) or len(ids) != len(self.prompt_ids):
-            extra = sorted(set(ids) - set(self.prompt_ids))[:3]
-            lack = sorted(set(self.prompt_ids) - set(ids))[:3]
-            raise CurateError(
-                f"OnlineDifficultySampler: state is for other prompts (unknown here: {extra}, "
-                f"missing from state: {lack})"
-            )
-        pos = np.asarray([self._index[p] for p in ids], dtype=np.int64)
-        for name, dtype in (
-            ("alpha", np.float64),
-            ("beta", np.float64),
-            ("easy_streak", np.int64),
-            ("hard_streak", np.int64),
-        ):
-            arr = np.empty(len(ids), dtype=dtype)
-            arr[pos] = np.asarray(state[name], dtype=dtype)
-            setattr(self, name, arr)
-        self.p_easy = float(state["p_easy"])
-        self.p_hard = float(state["p_hard"])
-        self._since = [int(x) for x in state["since"]]
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state["rng"]
-        self._rng = rng

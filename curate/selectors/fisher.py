@@ -24,7 +24,7 @@ Departures from the paper:
   MLR Hessian's log-det (the softmax factor that depends on the vocabulary is dropped).
 - lam = 1.0 by default (the paper's value is unknown). It only keeps V invertible: one SmolLM2-135M token has
   ||x||^2 of about 2,000, so the prior is negligible after the first pick in any direction.
-- Only the response tokens SFT trains on (`models.assistant_token_mask`) contribute, not prompt tokens.
+- Only the response tokens SFT trains on (`chat.assistant_token_mask`) contribute, not prompt tokens.
 - Position t's hidden state predicts token t+1, so example i's rows are the hidden states at positions t whose
   *next* token is trained (the label positions), see `curate.scoring`.
 - Optional random projection (`dim`) and a per-example token cap (`max_tokens_per_example`) for memory.

@@ -8,7 +8,7 @@ What it computes. Token quality is treated as a noisy-label problem: every respo
 is among the top ``keep`` share (per-token cross-entropy, natural log, from ``curate.scoring.token_losses``: one
 forward pass per model, no backward, cached). A high score means the reference learned the token much better
 than the base model; a token neither predicts (noise, a typo, an arbitrary fact) scores low and is dropped.
-Candidates are the tokens SFT trains on (``models.assistant_token_mask``: assistant content and its end-of-turn
+Candidates are the tokens SFT trains on (``chat.assistant_token_mask``: assistant content and its end-of-turn
 token); prompt tokens are never kept. ``scope="global"`` ranks all response tokens of the dataset together (the
 paper's method), ``scope="sample"`` ranks within each row (the RHO-1 style baseline) and ``random=True`` keeps
 a seeded uniform ``keep`` share instead (the paper's random baseline; global, or per row with ``scope="sample"``).
@@ -22,6 +22,8 @@ and the warm-up version becomes a second parent of the output. ``mode="self-evol
 into ``rounds + 1`` parts, fine-tunes ``base`` on every response token of part 0 (theta_0), then for t = 1..R
 scores part t against theta_{t-1} (the base term stays the original ``base``, as in the reference code), keeps
 the top ``keep`` share within part t, and fine-tunes theta_{t-1} on part t's cleaned labels to get theta_t.
+The trainer is a service (``uses = ("train_sft",)``): ``curate select`` binds ``curate.train.sft``, and a selector
+fitted by hand needs ``bind(train_sft=curate.train.sft)`` (selectors never import the trainers).
 
 Output: the same rows in the same order, each with ``input_ids`` and ``labels`` (int32; -100 on prompt and
 dropped tokens; ``curate train sft`` trains on exactly the kept tokens), ``kept_token_share`` (kept / response
@@ -57,9 +59,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -76,6 +77,9 @@ IGNORE = -100
 SCOPES = ("global", "sample")
 MODES = ("fixed", "self-evolving")
 _OUT_COLUMNS = ("input_ids", "labels", "kept_token_share", "token_scores", "token_clean_score", "token_clean_round")
+#: the run info ``curate.train.sft`` writes last into a model folder (``curate.train.data.CONFIG_FILE``): its
+#: presence means the reference model is complete. Spelled out because selectors never import the trainers.
+TRAINED_MARKER = "curate_train.json"
 
 
 # ---------------------------------------------------------------------------------------------- choosing tokens
@@ -143,44 +147,39 @@ def train_reference(
     *,
     data_key: str,
     config: dict[str, Any],
+    train_sft: Callable[..., Any],
 ) -> Path:
-    """Fine-tune ``start`` on ``data`` with ``curate.train.sft`` once; return the model folder (reused when present).
+    """Fine-tune ``start`` on ``data`` with ``train_sft`` once; return the model folder (reused when present).
 
-    The folder is ``<store>/cache/token-clean-models/<key>``, key = hash(start identity, ``data_key``, ``config``);
-    it is trained in a staging folder and renamed into place when finished, so a killed run leaves nothing that
-    looks done. ``data`` is a store version or rows (``id`` + ``messages`` or ``input_ids``/``labels``).
+    ``train_sft`` is ``curate.train.sft`` or a function with its signature (``data``, ``store=``, ``model=``,
+    ``out=``, SFT settings); ``data`` is a store version or rows (``id`` + ``messages`` or ``input_ids``/``labels``),
+    handed to it as they are. The folder is ``<store>/cache/token-clean-models/<key>``, key = hash(start identity,
+    ``data_key``, ``config``); it is trained in a staging folder and renamed into place when finished, so a killed
+    run leaves nothing that looks done.
 
-    >>> w = store.load("warmup")                                                                 # doctest: +SKIP
-    >>> train_reference(store, "smollm2-135m", w, data_key=f"version:{w.id}", config={"lr": 2e-5})  # doctest: +SKIP
+    >>> w = store.load("warmup")                                                                  # doctest: +SKIP
+    >>> train_reference(store, "smollm2-135m", w, data_key=f"version:{w.id}", config={"lr": 2e-5},
+    ...                 train_sft=curate.train.sft)                                             # doctest: +SKIP
     """
     from curate.cache import settings_key
     from curate.models import resolve
     from curate.outputs import writing_store_cache
-    from curate.train import sft
-    from curate.train.data import CONFIG_FILE
 
     key = settings_key({"start": resolve(start).identity, "data": data_key, "config": config})
     out = _models_root(store, key)
-    if (out / CONFIG_FILE).exists():  # written last by the trainer: the model is complete
+    if (out / TRAINED_MARKER).exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            if isinstance(data, Version):
-                ref, data_store = f"{data.name}@{data.id}", data.store
-            else:
-                from curate.api import save
-
-                # The trainer reads store versions; a throwaway store keeps the user's store unchanged.
-                save(list(data), name="part", store=tmp)
-                ref, data_store = "part", tmp
-            with writing_store_cache():  # the one trainer --out that may lie in the store: its own model cache
-                sft(ref, store=data_store, model=start, out=str(stage), **config)
+        with writing_store_cache():  # the one trainer --out that may lie in the store: its own model cache
+            train_sft(
+                data if isinstance(data, Version) else list(data), store=store, model=start, out=str(stage), **config
+            )
         try:
             os.replace(stage, out)
         except OSError:
-            if not (out / CONFIG_FILE).exists():  # not a concurrent run that finished first
+            if not (out / TRAINED_MARKER).exists():  # not a concurrent run that finished first
                 raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -207,6 +206,7 @@ class TokenCleanSelector(Selector):
 
     name = "token-clean"
     requires = ("messages",)
+    uses = ("train_sft",)
 
     def __init__(
         self,
@@ -306,11 +306,17 @@ class TokenCleanSelector(Selector):
 
     # ------------------------------------------------------------------ fit
     def fit(self, version: Version) -> Self:
-        from curate.models import chat_template_hash, load_tokenizer, resolve
+        from curate.chat import chat_template_hash
+        from curate.models import load_tokenizer, resolve
         from curate.progress import progress
         from curate.scoring import _check_messages, _conversations, _max_length, _tokenizer_fingerprint, _trained_mask
 
         self._check()
+        if (self.mode == "self-evolving" or self.reference_from is not None) and self.service("train_sft") is None:
+            raise CurateError(
+                "--method token-clean: training the reference model needs a trainer; run it through curate.select "
+                "or `curate select`, or call bind(train_sft=curate.train.sft) first"
+            )
         self.version_ = version
         store = version.store
         msgs, row_ids, src, _ = _conversations(version, None)
@@ -389,7 +395,12 @@ class TokenCleanSelector(Selector):
         if self.reference_from is not None:
             warmup = store.load(self.reference_from)
             path = train_reference(
-                store, self.base, warmup, data_key=f"version:{warmup.id}", config=self._sft_config()
+                store,
+                self.base,
+                warmup,
+                data_key=f"version:{warmup.id}",
+                config=self._sft_config(),
+                train_sft=self.service("train_sft"),
             )
             ref = str(path)
             self.info_["reference"] = {
@@ -451,6 +462,7 @@ class TokenCleanSelector(Selector):
         parts = np.array_split(np.arange(n), self.rounds + 1)
         self.round_ = np.zeros(n, dtype=np.int64)
         config = self._sft_config()
+        train_sft = self.service("train_sft")
 
         def labelled(part: np.ndarray) -> list[dict]:
             rows = []
@@ -469,7 +481,8 @@ class TokenCleanSelector(Selector):
         for i in parts[0]:  # the warm-up part: theta_0 trains on every response token
             keep_masks[i] = np.ones(len(cands[i]), dtype=bool)
         rows0 = labelled(parts[0])
-        latest = str(train_reference(store, self.base, rows0, data_key=f"rows:{_rows_key(rows0)}", config=config))
+        key = f"rows:{_rows_key(rows0)}"
+        latest = str(train_reference(store, self.base, rows0, data_key=key, config=config, train_sft=train_sft))
         models = [latest]
         for t in range(1, self.rounds + 1):
             part = parts[t]
@@ -483,7 +496,7 @@ class TokenCleanSelector(Selector):
             if t < self.rounds:  # theta_R would score nothing more: the output is the labels
                 rows_t = labelled(part)
                 key = f"rows:{_rows_key(rows_t)}"
-                latest = str(train_reference(store, latest, rows_t, data_key=key, config=config))
+                latest = str(train_reference(store, latest, rows_t, data_key=key, config=config, train_sft=train_sft))
                 models.append(latest)
         self.info_["models"] = models
         self.info_["config"] = config

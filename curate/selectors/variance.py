@@ -11,7 +11,7 @@ For every prompt group:
    ``--keep-per-prompt m``, keep the m of the group's n rollouts whose rewards have the largest population
    variance; the other rows get reason ``downsampled``. PODS's lemma says an optimal subset is always the k
    highest plus the m - k lowest rewards for some k, so one sort and prefix sums of r and r**2 find it exactly in
-   O(n log n) (``max_variance_subset``).
+   O(n log n) (``curate.groups.max_variance_subset``).
 3. **Advantages** over the kept subset S, the PODS convention: ``advantage = (r - mean_S) / (std_S + 1e-4)`` with the
    population std. An ``advantage`` column already in the input is replaced.
 
@@ -37,7 +37,6 @@ Departures:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Self
 
 import numpy as np
@@ -45,67 +44,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.errors import CurateError
+from curate.groups import group_advantages, max_variance_subset, zero_variance
 from curate.selectors.base import Selection, Selector
 from curate.store import Version
-
-#: PODS adds this to the std so a near-constant subset does not blow advantages up.
-ADV_EPS = 1e-4
-#: "std == 0" for float rewards: sums of floats like 0.1 leave rounding noise far below this.
-ZERO_STD_TOL = 1e-12
-
-
-def max_variance_subset(rewards: Sequence[float] | np.ndarray, m: int) -> np.ndarray:
-    """Indices of the ``m`` rewards with the largest population variance, sorted ascending.
-
-    Exact (PODS's lemma): the best subset is the k highest plus the m - k lowest rewards for some k in 0..m; one
-    stable sort and prefix sums of r and r**2 score every k in O(1). Tie-breaks, so the result is deterministic:
-    among k with equal variance (within 1e-12 relative) the smallest k wins (more rows from the low end); among equal
-    rewards the lower original index is kept. ``m >= len(rewards)`` keeps everything; ``m = 1`` keeps the lowest
-    reward (every single row has variance 0, so k = 0 wins).
-
-    >>> max_variance_subset([0, 0.1, 0.15, 0.2, 1.0], 3).tolist()
-    [0, 1, 4]
-    >>> max_variance_subset([0, 0, 0, 1, 1, 1, 1, 1], 4).tolist()
-    [0, 1, 3, 4]
-    """
-    r = np.asarray(rewards, dtype=np.float64).ravel()
-    n = r.size
-    if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 0:
-        raise CurateError(f"max_variance_subset: m must be a non-negative integer, got {m!r}")
-    if not np.all(np.isfinite(r)):
-        raise CurateError(f"max_variance_subset: rewards must be finite, got {r[~np.isfinite(r)][:3].tolist()}")
-    if m >= n:
-        return np.arange(n, dtype=np.int64)
-    if m == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.argsort(r, kind="stable")
-    s = r[order]
-    # Centring before squaring keeps the prefix-sum variance free of cancellation for rewards far from 0.
-    c = s - s[n // 2]
-    p1 = np.concatenate(([0.0], np.cumsum(c)))
-    p2 = np.concatenate(([0.0], np.cumsum(c * c)))
-    k = np.arange(m + 1)
-    lo = m - k
-    s1 = p1[lo] + p1[n] - p1[n - k]
-    s2 = p2[lo] + p2[n] - p2[n - k]
-    var = s2 / m - (s1 / m) ** 2
-    tol = 1e-12 * max(1.0, float(np.max(np.abs(c))) ** 2)
-    best = int(np.flatnonzero(var >= var.max() - tol)[0])
-    chosen = np.zeros(n, dtype=bool)
-    chosen[: m - best] = True
-    chosen[n - best :] = True
-    # Equal rewards sit in one run of the stable sort (original indices ascending); give each run's quota of picks
-    # to its lowest indices, so "k highest" never prefers a later duplicate over an earlier one.
-    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
-    counts = np.add.reduceat(chosen.astype(np.int64), starts)
-    run_len = np.diff(np.concatenate((starts, [n])))
-    pos_in_run = np.arange(n) - np.repeat(starts, run_len)
-    chosen = pos_in_run < np.repeat(counts, run_len)
-    return np.sort(order[chosen]).astype(np.int64)
-
-
-def _population_std(values: np.ndarray) -> float:
-    return float(np.std(values)) if values.size else 0.0
 
 
 def prompt_groups(version: Version, table: pa.Table) -> tuple[list[str], list[np.ndarray]]:
@@ -200,7 +141,6 @@ class VarianceSelector(Selector):
         self.advantage_ = np.full(n_rows, np.nan, dtype=np.float64)
         self.reasons_ = [""] * n_rows
         kept: list[np.ndarray] = []
-        threshold = max(float(self.min_std), ZERO_STD_TOL)
         for grp in groups:
             rg = r[grp]
             local = (
@@ -210,7 +150,7 @@ class VarianceSelector(Selector):
             )
             sub = rg[local]
             self.scores_[grp] = float(np.var(sub))
-            if self.drop_zero_variance and _population_std(rg) <= threshold:
+            if self.drop_zero_variance and zero_variance(rg, float(self.min_std)):
                 for i in grp:
                     self.reasons_[i] = "zero_variance"
                 continue
@@ -218,7 +158,7 @@ class VarianceSelector(Selector):
             mask[local] = True
             for i in grp[~mask]:
                 self.reasons_[i] = "downsampled"
-            self.advantage_[grp[local]] = (sub - sub.mean()) / (_population_std(sub) + ADV_EPS)
+            self.advantage_[grp[local]] = group_advantages(sub)
             kept.append(grp[local])
         self.n_prompts_ = len(groups)
         self.kept_groups_ = [ids[k] for k, grp in enumerate(groups) if self.reasons_[grp[0]] != "zero_variance"]

@@ -24,12 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
 from curate.errors import CurateError, InputError
-from curate.store import sha256_file
+from curate.records import to_table
+from curate.scoring import split_head_ok
+from curate.store import Version, environment, get_store, sha256_file, table_digest
 
 if TYPE_CHECKING:
     import torch
+
+#: what a trainer takes: a store ref, a ``Version``, or rows (a pyarrow Table or a list of row dicts)
+TrainData = str | Version | pa.Table | Sequence[dict[str, Any]]
 
 IGNORE = -100
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -39,6 +45,56 @@ TENSORS_FILE = "trainer_state.safetensors"
 LEGACY_STATE_FILE = "trainer_state.pt"
 STATE_FORMAT = 1
 CONFIG_FILE = "curate_train.json"
+
+
+# ---------------------------------------------------------------------------------------------- what to train on
+class Rows:
+    """Rows handed to a trainer directly, standing in for a store version (same ``ref``, ``name``, ``id``,
+    ``columns``, ``to_arrow``, ``to_pylist``).
+
+    They have no store name and no version, so ``ref`` is ``"rows"``, ``name`` is None and ``id`` is the first 16
+    hex digits of the table's content digest (``curate.store.table_digest``): the run info says what was trained on,
+    and ``--resume`` still refuses a checkpoint trained on other rows.
+
+    >>> r = Rows(pa.table({"id": ["a"]}))
+    >>> r.ref, r.name, len(r.id)
+    ('rows', None, 16)
+    """
+
+    ref = "rows"
+    name = None
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.id = table_digest(table)[:16]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.table.column_names)
+
+    def to_arrow(self, columns: Sequence[str] | None = None) -> pa.Table:
+        return self.table if columns is None else self.table.select(list(columns))
+
+    def to_pylist(self) -> list[dict[str, Any]]:
+        return self.table.to_pylist()
+
+
+def training_data(data: TrainData, store: Any = None) -> Version | Rows:
+    """What a trainer reads: the version behind a ref (or the ``Version`` given), or ``Rows`` for a table or a list
+    of row dicts (typed as ``curate.save`` would store them).
+
+    >>> training_data([{"id": "a", "input_ids": [1, 2]}]).ref
+    'rows'
+    """
+    if isinstance(data, str | Version):
+        return get_store(store).load(data)
+    if isinstance(data, pa.Table):
+        return Rows(data)
+    if isinstance(data, Sequence) and all(isinstance(r, dict) for r in data):
+        return Rows(to_table(list(data)))
+    raise CurateError(
+        f"cannot train on a {type(data).__name__}: pass a store ref, a Version, a pyarrow Table or a list of row dicts"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- rows -> examples
@@ -85,18 +141,18 @@ def examples_from_rows(
     """Tokenise SFT rows; return the examples that carry loss and counts of what was truncated or dropped.
 
     A row with ``input_ids`` is used as is (its ``labels`` too; without labels every token trains). Otherwise its
-    ``messages`` go through the chat template and only assistant tokens train (``models.assistant_token_mask``).
+    ``messages`` go through the chat template and only assistant tokens train (``chat.assistant_token_mask``).
     Sequences are cut to ``max_len`` tokens; a row left with no trained token, or with weight 0, is dropped.
     ``use_weights=False`` (evaluation) gives every row weight 1.
 
-    >>> from curate.models import tiny_causal_lm
+    >>> from curate.testing import tiny_causal_lm
     >>> _, tok = tiny_causal_lm()
     >>> rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
     >>> ex, stats = examples_from_rows(rows, tok, ref="toy", max_len=64, vocab_size=len(tok))
     >>> ex[0].n_target, stats["dropped_no_target"]
     (3, 0)
     """
-    from curate.models import assistant_token_mask
+    from curate.chat import assistant_token_mask
     from curate.progress import progress
 
     out: list[Example] = []
@@ -197,31 +253,6 @@ def collate(examples: Sequence[Example], pad_id: int, device: Any = "cpu", multi
 
 
 # ---------------------------------------------------------------------------------------------- forward
-def _split_head_ok(model: Any) -> bool:
-    """Whether ``head(body(x))`` reproduces the model's logits (false for soft-capped or rescaled logits)."""
-    import torch
-
-    cached = getattr(model, "_curate_split_head", None)
-    if cached is not None:
-        return cached
-    ok = False
-    was_training = model.training
-    model.eval()
-    try:
-        # fp32 even when called under bf16 autocast: rounding there would fail the comparison for no reason
-        with torch.no_grad(), torch.autocast(model.device.type, enabled=False):
-            x = torch.arange(1, 5, device=model.device).unsqueeze(0) % model.config.vocab_size
-            full = model(input_ids=x, use_cache=False).logits
-            body = model.base_model(input_ids=x, use_cache=False).last_hidden_state
-            ok = body is not None and torch.allclose(model.get_output_embeddings()(body), full, atol=1e-4, rtol=1e-3)
-    except Exception:  # an architecture without the usual body/head split: use the full forward
-        ok = False
-    finally:
-        model.train(was_training)
-    model._curate_split_head = ok
-    return ok
-
-
 def target_logprobs(model: Any, batch: dict[str, Any], temperature: float = 1.0) -> torch.Tensor:
     """Log-prob of every target token (``targets != -100``), flattened row by row, as a float32 vector.
 
@@ -232,7 +263,7 @@ def target_logprobs(model: Any, batch: dict[str, Any], temperature: float = 1.0)
     import torch.nn.functional as F
 
     select = batch["targets"] != IGNORE
-    if _split_head_ok(model):
+    if split_head_ok(model):
         hidden = model.base_model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
         ).last_hidden_state
@@ -309,9 +340,8 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 def run_info(config: Any, version: Any, model_identity: str, **extra: Any) -> dict[str, Any]:
-    """The provenance written next to every checkpoint as ``curate_train.json``."""
-    from curate.store import environment
-
+    """The provenance written next to every checkpoint as ``curate_train.json``; ``version`` is a store version or
+    ``Rows`` (ref ``rows`` and a content digest as the id)."""
     return {
         "config": config_dict(config),
         "dataset": {"ref": version.ref, "name": version.name, "id": version.id},

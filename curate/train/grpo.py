@@ -4,13 +4,13 @@ gradient; read top to bottom.
 What it computes, per step:
 
 1. Draw ``prompts_per_step`` prompts: a seeded sequential pass over the version (reshuffled every pass), or with
-   ``--curriculum online`` the learnability sampler (``OnlineDifficultySampler``), updated with every group's
-   rewards.
+   ``--curriculum online`` the learnability sampler (``train/curriculum.py``), updated with every group's rewards.
 2. Sample ``n`` completions per prompt from the policy being trained (``model.generate``, left-padded; the hf
    ``Generator`` returns text, and training needs the sampled token ids) and score them with ``--reward``
    (``curate.rewards``: ``fn(completion, answer, **row)``).
 3. Select: with ``--drop-zero-variance`` (DAPO dynamic sampling) groups whose rewards all agree are dropped; with
-   ``--downsample m`` (PODS) only the m rollouts of maximum reward variance are kept (``max_variance_subset``).
+   ``--downsample m`` (PODS) only the m rollouts of maximum reward variance are kept
+   (``curate.groups.max_variance_subset``).
 4. Advantages over each kept (sub)group: ``A = (r - mean) / (std + 1e-4)``, population std, every token of a
    completion sharing its sequence's A.
 5. ``ppo_epochs`` passes over the kept rollouts, each in ``minibatches`` optimizer steps, minimising the token-mean
@@ -49,10 +49,13 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
+from curate.groups import group_advantages, max_variance_subset, zero_variance
+from curate.train.curriculum import OnlineDifficultySampler
 from curate.train.data import (
     IGNORE,
     Example,
     MetricsLog,
+    TrainData,
     TrainResult,
     autocast,
     check_resume,
@@ -68,6 +71,7 @@ from curate.train.data import (
     seed_everything,
     target_logprobs,
     token_weights,
+    training_data,
 )
 
 CURRICULA = ("none", "online")
@@ -183,14 +187,14 @@ class Prompt:
     """The row's other columns, passed to the reward as keyword arguments."""
 
 
-def load_prompts(ref: str, tokenizer: Any, config: GRPOConfig, store: Any, reward_fn: Any):
-    """The version behind ``ref`` and its prompts (``prompt``, else the turns before the last assistant turn)."""
-    from curate.models import prompt_ids
+def load_prompts(data: TrainData, tokenizer: Any, config: GRPOConfig, store: Any, reward_fn: Any):
+    """The version behind ``data`` (or ``Rows``) and its prompts (``prompt``, else the turns before the last
+    assistant turn)."""
+    from curate.chat import prompt_ids
     from curate.records import prompt_of
     from curate.rewards import needs_answer
-    from curate.store import get_store
 
-    version = get_store(store).load(ref)
+    version = training_data(data, store)
     if not {"prompt", "messages"} & set(version.columns):
         raise CurateError(f"{version.ref}: GRPO needs a 'prompt' (or 'messages') column")
     prompts, too_long = [], 0
@@ -310,13 +314,10 @@ def select_rollouts(rewards: np.ndarray, *, downsample: int | None, drop_zero_va
     >>> idx.tolist(), adv.round(3).tolist()
     ([0, 1], [-1.0, 1.0])
     """
-    from curate.selectors.variance import max_variance_subset
-
-    if drop_zero_variance and float(np.std(rewards)) <= 1e-12:
+    if drop_zero_variance and zero_variance(rewards):
         return None
     keep = max_variance_subset(rewards, downsample) if downsample else np.arange(len(rewards))
-    kept = rewards[keep]
-    return keep, (kept - kept.mean()) / (kept.std() + 1e-4)
+    return keep, group_advantages(rewards[keep])
 
 
 def pass_rate_histogram(rewards: np.ndarray) -> list[int]:
@@ -434,8 +435,11 @@ def evaluate(
 
 
 # ============================================================================================== loop
-def grpo(ref: str, config: GRPOConfig | None = None, *, store: Any = None, **overrides: Any) -> TrainResult:
-    """Train ``config.model`` with GRPO on the prompts of ``ref``; see the module docstring for the objective.
+def grpo(data: TrainData, config: GRPOConfig | None = None, *, store: Any = None, **overrides: Any) -> TrainResult:
+    """Train ``config.model`` with GRPO on the prompts of ``data``; see the module docstring for the objective.
+
+    ``data`` is a store ref, a ``Version``, or rows (a pyarrow Table or a list of row dicts); rows are recorded in
+    ``curate_train.json`` as ref ``rows`` with their content digest as the id.
 
     >>> import curate.train
     >>> r = curate.train.grpo("gsm8k@v1", model="smollm2-135m", steps=10, out="runs/g")  # doctest: +SKIP
@@ -447,7 +451,6 @@ def grpo(ref: str, config: GRPOConfig | None = None, *, store: Any = None, **ove
     from curate.outputs import check_out
     from curate.progress import progress
     from curate.rewards import get_reward, reward_name
-    from curate.selectors.difficulty import OnlineDifficultySampler
 
     config = replace(config or GRPOConfig(), **overrides) if overrides else (config or GRPOConfig())
     out = check_out(config.out, store)  # before prepare_out makes the folder: never inside the store
@@ -466,7 +469,7 @@ def grpo(ref: str, config: GRPOConfig | None = None, *, store: Any = None, **ove
         ref_model = load_policy(config.model, device)[0] if resume_from else copy.deepcopy(model)
         ref_model.requires_grad_(False)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids(model, tokenizer)[0]
-    version, prompts, data_stats = load_prompts(ref, tokenizer, config, store, reward_fn)
+    version, prompts, data_stats = load_prompts(data, tokenizer, config, store, reward_fn)
     eval_prompts = None
     if config.eval_ref is not None:
         eval_version, eval_prompts, _ = load_prompts(config.eval_ref, tokenizer, config, store, reward_fn)

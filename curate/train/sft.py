@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on a store version: full fine-tuning with AdamW, read top to bottom.
+"""Supervised fine-tuning on a store version (or rows given directly): full fine-tuning with AdamW, top to bottom.
 
 What it computes. For every optimizer step it takes ``batch_size x grad_accum`` rows and minimises the global
 token-mean of the weighted next-token loss over the whole step:
@@ -42,6 +42,7 @@ from curate.train.data import (
     IGNORE,
     Example,
     MetricsLog,
+    TrainData,
     TrainResult,
     autocast,
     check_resume,
@@ -59,6 +60,7 @@ from curate.train.data import (
     seed_everything,
     target_logprobs,
     token_weights,
+    training_data,
 )
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -146,11 +148,11 @@ class SFTConfig:
 
 
 # ============================================================================================== data
-def load_examples(ref: str, tokenizer: Any, config: SFTConfig, store: Any, vocab: int, use_weights: bool = True):
-    """The version behind ``ref`` and its token examples (every weight 1 when not ``use_weights``)."""
-    from curate.store import get_store
-
-    version = get_store(store).load(ref)
+def load_examples(
+    data: TrainData, tokenizer: Any, config: SFTConfig, store: Any, vocab: int, use_weights: bool = True
+):
+    """The version behind ``data`` (or ``Rows``) and its token examples (every weight 1 when not ``use_weights``)."""
+    version = training_data(data, store)
     columns = set(version.columns)
     if "input_ids" not in columns and "messages" not in columns:
         raise CurateError(
@@ -237,12 +239,16 @@ def evaluate(
 
 
 # ============================================================================================== loop
-def sft(ref: str, config: SFTConfig | None = None, *, store: Any = None, **overrides: Any) -> TrainResult:
-    """Fine-tune ``config.model`` on the store version ``ref``; see the module docstring for the objective.
+def sft(data: TrainData, config: SFTConfig | None = None, *, store: Any = None, **overrides: Any) -> TrainResult:
+    """Fine-tune ``config.model`` on ``data``; see the module docstring for the objective.
+
+    ``data`` is a store ref, a ``Version``, or rows (a pyarrow Table or a list of row dicts). Rows have no store
+    version: ``curate_train.json`` records them as ref ``rows`` with their content digest as the id.
 
     >>> import curate.train
     >>> r = curate.train.sft("gsm8k@v1", model="smollm2-135m", max_steps=20, out="runs/s")  # doctest: +SKIP
     >>> r.out, r.metrics["loss"]                                                           # doctest: +SKIP
+    >>> curate.train.sft([{"id": "a", "messages": chat}], max_steps=1, out="runs/t")      # doctest: +SKIP
     """
     import torch
 
@@ -262,7 +268,7 @@ def sft(ref: str, config: SFTConfig | None = None, *, store: Any = None, **overr
     model, tokenizer, identity = load_model(str(resume_from or config.model), config, device)
     vocab = model.get_input_embeddings().weight.shape[0]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    version, examples, data_stats = load_examples(ref, tokenizer, config, store, vocab)
+    version, examples, data_stats = load_examples(data, tokenizer, config, store, vocab)
     eval_examples = None
     if config.eval_ref is not None:
         eval_version, eval_examples, _ = load_examples(config.eval_ref, tokenizer, config, store, vocab, False)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.errors import InputError
-from curate.synth.prompts import expand_prompt, normalise_tag
+from curate.synthesizers.prompts import expand_prompt, normalise_tag
 
 Tree = dict[str, dict[str, list[str]]]
 TagPath = tuple[str, str, str]

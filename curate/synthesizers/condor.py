@@ -21,7 +21,7 @@ Departures from the paper:
 - ``--per-tag N`` asks each (tag, task) prompt N times (N sampled replies, up to 3N questions);
 - one critique -> refine pass (the paper lists multi-round refinement as future work);
 - no trending-topic augmentation of the tree; prompts are our own wording, each with one worked example turn
-  (see ``curate/synth/prompts.py``);
+  (see ``curate/synthesizers/prompts.py``);
 - ``--lenient`` (off by default) loosens parsing for small models that ignore the markers; SmolLM2-135M, the
   embedded default, writes usable questions and answers only that way, and no well-formed critique at all, so on
   it ``--lenient --no-refine`` is the setting that yields rows.
@@ -54,8 +54,8 @@ from curate.engine import Engine, run_batches
 from curate.errors import CurateError
 from curate.records import MESSAGES, row_id
 from curate.store import Store, Version, validate_name
-from curate.synth import prompts as P
-from curate.synth.tree import TagPath, expand, interleaved_leaves, load_tree, tree_hash
+from curate.synthesizers import prompts as P
+from curate.synthesizers.tree import TagPath, expand, interleaved_leaves, load_tree, tree_hash
 
 DATA_SOURCE = "condor"
 #: settings that change where and how fast the calls run, never what they return; kept out of version ids
@@ -128,7 +128,7 @@ class CondorConfig:
     max_tokens: int = 512
     """Most new tokens per call."""
     lenient: bool = False
-    """Accept replies of small models that ignore the markers (see ``curate/synth/prompts.py``): three question
+    """Accept replies of small models that ignore the markers (see ``curate/synthesizers/prompts.py``): three question
     blocks or numbered lines read in order, a critique or rewrite without any marker taken whole."""
     dedup_threshold: float = 0.9
     """Drop a question whose cosine similarity to an earlier kept question is at least this (1.0 = exact only)."""
@@ -437,96 +437,99 @@ def synth_condor(
         "prompts": P.prompts_hash(),
         "embedder": embedder_id,
     }
-    if (hit := s.lookup(name, [], op)) is not None:
-        return hit
 
-    sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
-    task = {"backend": config.backend, "model": config.model, "options": config.generator_options()}
-    llm = CachedLLM(generator, s, sampling, batch_size=config.batch_size, identity=identity, engine=runner, task=task)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-
-    tree, expand_report = seed_tree, None
-    if config.expand:
-        tree, expand_report = expand(seed_tree, llm.texts("expand"), max_new=config.expand_tags)
-        timings["expand_s"] = round(time.perf_counter() - t, 3)
+    def compute() -> dict[str, Any]:
+        sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
+        task = {"backend": config.backend, "model": config.model, "options": config.generator_options()}
+        llm = CachedLLM(
+            generator, s, sampling, batch_size=config.batch_size, identity=identity, engine=runner, task=task
+        )
+        timings: dict[str, float] = {}
         t = time.perf_counter()
-    paths = interleaved_leaves(tree)[: config.limit]
 
-    # ---- questions: one call per (tag path, task), per_tag sampled replies each
-    jobs = [(path, task) for path in paths for task in config.tasks]
-    replies = llm.complete(
-        [P.question_prompt(*path, task) for path, task in jobs], n=config.per_tag, stage="questions"
-    )
-    cands: list[Candidate] = []
-    forms: list[str] = []
-    for (path, task), samples in zip(jobs, replies, strict=True):
-        for r, reply in enumerate(samples):
-            parsed = P.parse_questions(reply["text"], lenient=config.lenient)
-            forms.append(parsed.form or "failed")
-            for d in config.difficulties:
-                c = Candidate(path, task, r, d, question=parsed.questions.get(d))
-                if c.question is None:
-                    c.drop(parsed.reasons[d], "question")
-                cands.append(c)
-    alive = [c for c in cands if c.alive]
-    for c, dup in zip(
-        alive, near_duplicates([c.question for c in alive], config.dedup_threshold, config.embedder), strict=True
-    ):
-        if dup is not None:
-            c.drop("near_duplicate", "dedup", alive[dup].id)
-    timings["questions_s"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
+        tree, expand_report = seed_tree, None
+        if config.expand:
+            tree, expand_report = expand(seed_tree, llm.texts("expand"), max_new=config.expand_tags)
+            timings["expand_s"] = round(time.perf_counter() - t, 3)
+            t = time.perf_counter()
+        paths = interleaved_leaves(tree)[: config.limit]
 
-    # ---- Condor Void: the same model answers
-    alive = [c for c in cands if c.alive]
-    for c, reply in zip(
-        alive, llm.complete([P.answer_prompt(c.question) for c in alive], stage="answers"), strict=True
-    ):
-        c.response_void, reason = P.parse_answer(reply[0]["text"])
-        if reason:
-            c.drop(reason, "answer")
-    timings["answers_s"] = round(time.perf_counter() - t, 3)
-
-    # ---- Condor Refine: critique, then rewrite from the critique
-    if config.refine:
+        # ---- questions: one call per (tag path, task), per_tag sampled replies each
+        jobs = [(path, task) for path in paths for task in config.tasks]
+        replies = llm.complete(
+            [P.question_prompt(*path, task) for path, task in jobs], n=config.per_tag, stage="questions"
+        )
+        cands: list[Candidate] = []
+        forms: list[str] = []
+        for (path, task), samples in zip(jobs, replies, strict=True):
+            for r, reply in enumerate(samples):
+                parsed = P.parse_questions(reply["text"], lenient=config.lenient)
+                forms.append(parsed.form or "failed")
+                for d in config.difficulties:
+                    c = Candidate(path, task, r, d, question=parsed.questions.get(d))
+                    if c.question is None:
+                        c.drop(parsed.reasons[d], "question")
+                    cands.append(c)
+        alive = [c for c in cands if c.alive]
+        for c, dup in zip(
+            alive, near_duplicates([c.question for c in alive], config.dedup_threshold, config.embedder), strict=True
+        ):
+            if dup is not None:
+                c.drop("near_duplicate", "dedup", alive[dup].id)
+        timings["questions_s"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
+
+        # ---- Condor Void: the same model answers
         alive = [c for c in cands if c.alive]
         for c, reply in zip(
-            alive,
-            llm.complete([P.critique_prompt(c.question, c.response_void) for c in alive], stage="critiques"),
-            strict=True,
+            alive, llm.complete([P.answer_prompt(c.question) for c in alive], stage="answers"), strict=True
         ):
-            c.critique, reason, detail = P.parse_critique(reply[0]["text"], lenient=config.lenient)
-            reason, detail = _truncated(c, "critique", reply[0], reason, detail)
+            c.response_void, reason = P.parse_answer(reply[0]["text"])
             if reason:
-                c.drop(reason, "critique", detail)
-        timings["critiques_s"] = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        alive = [c for c in cands if c.alive]
-        prompts = [P.refine_prompt(c.question, c.response_void, c.critique) for c in alive]
-        for c, reply in zip(alive, llm.complete(prompts, stage="refines"), strict=True):
-            c.response_refined, reason, detail = P.parse_refined(reply[0]["text"], lenient=config.lenient)
-            reason, detail = _truncated(c, "refine", reply[0], reason, detail)
-            if reason:
-                c.drop(reason, "refine", detail)
-        timings["refines_s"] = round(time.perf_counter() - t, 3)
+                c.drop(reason, "answer")
+        timings["answers_s"] = round(time.perf_counter() - t, 3)
 
-    table, decisions = _tables(cands, config.refine)
-    stats = _stats(cands, config, llm, forms, len(paths), expand_report)
-    extra = {
-        "synth": {
-            "method": "condor",
-            "tree_hash": tree_hash(seed_tree),
-            "tree_source": config.tree,
-            "expanded_tree_hash": tree_hash(tree) if config.expand else None,
-            "model_identity": identity,
-            "prompts_hash": P.prompts_hash(),
-            "embedder": embedder_id,
-            "config": dataclasses.asdict(config),
+        # ---- Condor Refine: critique, then rewrite from the critique
+        if config.refine:
+            t = time.perf_counter()
+            alive = [c for c in cands if c.alive]
+            for c, reply in zip(
+                alive,
+                llm.complete([P.critique_prompt(c.question, c.response_void) for c in alive], stage="critiques"),
+                strict=True,
+            ):
+                c.critique, reason, detail = P.parse_critique(reply[0]["text"], lenient=config.lenient)
+                reason, detail = _truncated(c, "critique", reply[0], reason, detail)
+                if reason:
+                    c.drop(reason, "critique", detail)
+            timings["critiques_s"] = round(time.perf_counter() - t, 3)
+            t = time.perf_counter()
+            alive = [c for c in cands if c.alive]
+            prompts = [P.refine_prompt(c.question, c.response_void, c.critique) for c in alive]
+            for c, reply in zip(alive, llm.complete(prompts, stage="refines"), strict=True):
+                c.response_refined, reason, detail = P.parse_refined(reply[0]["text"], lenient=config.lenient)
+                reason, detail = _truncated(c, "refine", reply[0], reason, detail)
+                if reason:
+                    c.drop(reason, "refine", detail)
+            timings["refines_s"] = round(time.perf_counter() - t, 3)
+
+        table, decisions = _tables(cands, config.refine)
+        stats = _stats(cands, config, llm, forms, len(paths), expand_report)
+        extra = {
+            "synth": {
+                "method": "condor",
+                "tree_hash": tree_hash(seed_tree),
+                "tree_source": config.tree,
+                "expanded_tree_hash": tree_hash(tree) if config.expand else None,
+                "model_identity": identity,
+                "prompts_hash": P.prompts_hash(),
+                "embedder": embedder_id,
+                "config": dataclasses.asdict(config),
+            }
         }
-    }
-    return s.commit(table, name=name, op=op, decisions=decisions, stats=stats, extra=extra, timings=timings)
+        return {"table": table, "decisions": decisions, "stats": stats, "extra": extra, "timings": timings}
+
+    return s.materialise(name, [], op, compute)
 
 
 def _truncated(

@@ -419,21 +419,16 @@ def rollout(
         "generator": generator.identity(),
         "reward_source": reward_source(config.reward),
     }
-    if (hit := s.lookup(name, [parent], op)) is not None:
-        return hit
-    t0 = time.perf_counter()
-    table = generate_rollouts(parent, config, store=s, generator=generator)
-    gen_s = time.perf_counter() - t0
-    stats = prompt_stats(table)
-    by_pid = {p: i for i, p in enumerate(stats.column("prompt_id").to_pylist())}
-    idx = pa.array([by_pid[p] for p in table.column("prompt_id").to_pylist()], pa.int64())
-    for col in ("pass_rate", "reward_mean", "reward_std"):
-        table = table.append_column(col, stats.column(col).take(idx))
-    return s.commit(
-        table,
-        name=name,
-        parents=[parent],
-        op=op,
-        stats=_summary(table, stats, config.n),
-        timings={"rollout_s": round(gen_s, 4)},
-    )
+
+    def compute() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        table = generate_rollouts(parent, config, store=s, generator=generator)
+        gen_s = time.perf_counter() - t0
+        stats = prompt_stats(table)
+        by_pid = {p: i for i, p in enumerate(stats.column("prompt_id").to_pylist())}
+        idx = pa.array([by_pid[p] for p in table.column("prompt_id").to_pylist()], pa.int64())
+        for col in ("pass_rate", "reward_mean", "reward_std"):
+            table = table.append_column(col, stats.column(col).take(idx))
+        return {"table": table, "stats": _summary(table, stats, config.n), "timings": {"rollout_s": round(gen_s, 4)}}
+
+    return s.materialise(name, [parent], op, compute)

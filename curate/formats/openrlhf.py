@@ -1,0 +1,79 @@
+"""OpenRLHF: a prompts jsonl for ``openrlhf.cli.train_ppo_ray``, and reading one back.
+
+Writes ``<name>.jsonl`` with one row per prompt: ``input`` (the prompt as a chat list, for
+``--data.apply_chat_template``), ``label`` (the version's ``answer``, handed to a custom
+``reward_func(queries, prompts, labels)``), ``datasource`` (read per row) and the other columns.
+
+Field names follow OpenRLHF's ``--data.input_key`` / ``--data.label_key`` flags (``--input_key`` / ``--label_key``
+before the 2026-04 flag rename) and its per-row ``datasource`` key. Departure: OpenRLHF's prompt dataloader
+shuffles with no documented switch, so a curriculum must be trained one stage per run.
+
+    curate export math-curriculum --format openrlhf --out exports/openrlhf
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from curate.formats.base import (
+    ExportContext,
+    Format,
+    as_text,
+    chat,
+    data_files,
+    extras,
+    read_rows,
+    require_prompt_rows,
+    rows_of,
+    shuffle_line,
+    write_jsonl,
+)
+
+
+class OpenRLHF(Format):
+    """OpenRLHF prompt rows: ``input``, ``label``, ``datasource`` and the other columns."""
+
+    name = "openrlhf"
+    suffix = ".jsonl"
+
+    def write(self, table: pa.Table, ctx: ExportContext, opts: Any) -> tuple[list[Path], list[str]]:
+        require_prompt_rows(table, ctx)
+        extra = [c for c in extras(table, ("weight",)) if c not in ("input", "label", "datasource")]
+        path = ctx.out_dir / f"{ctx.stem}.jsonl"
+        rows = rows_of(
+            table,
+            ["id", "prompt", "answer", "data_source", *extra],
+            rename={"prompt": "input", "answer": "label", "data_source": "datasource"},
+        )
+        write_jsonl(path, rows)
+        label = "answer" in table.column_names
+        flags = f"--data.prompt_dataset {path} --data.input_key input" + (" --data.label_key label" if label else "")
+        old = f"--prompt_data {path} --input_key input" + (" --label_key label" if label else "")
+        lines = [
+            "OpenRLHF prompts jsonl: `input` is a chat list, `label` goes to your reward_func(queries, prompts, "
+            "labels), `datasource` is read per row.",
+            f"  python3 -m openrlhf.cli.train_ppo_ray {flags} --data.apply_chat_template ...",
+            f"  (releases before the 2026-04 flag rename: {old} --apply_chat_template)",
+            *shuffle_line(
+                ctx.curriculum,
+                "OpenRLHF's prompt dataloader shuffles and has no documented switch to keep "
+                "file order: train one stage per run to keep the curriculum.",
+            ),
+        ]
+        return [path], lines
+
+    def read(self, path: Path, src: str, split: str) -> tuple[list[dict[str, Any]], list[Path]]:
+        files = data_files(path, (".jsonl", ".json", ".parquet"), self.name)
+        out = []
+        for i, row in enumerate(read_rows(files)):
+            row = dict(row)
+            new: dict[str, Any] = {"prompt": chat(row.pop("input", None), f"{src}: row {i}: field 'input'", "user")}
+            if "label" in row:
+                new["answer"] = as_text(row.pop("label"))
+            if "datasource" in row:
+                new["data_source"] = row.pop("datasource")
+            out.append({**new, **row})
+        return out, files

@@ -1,0 +1,217 @@
+"""TRL: ``trl-sft`` (SFTTrainer) and ``trl-grpo`` (GRPOTrainer) jsonl files, and reading them back.
+
+``trl-sft`` writes ``<name>.jsonl`` with a conversational ``messages`` column (or ``prompt`` and ``completion`` chat
+lists with ``style="prompt-completion"``); a pre-tokenised version goes out as ``input_ids`` + ``labels`` as they
+are, which SFTTrainer uses without tokenising again (-100 = no loss). ``trl-grpo`` writes prompt-only rows: the
+``prompt`` chat list, ``solution`` (the version's ``answer``, which ``trl.rewards.accuracy_reward`` reads) and the
+other columns, which GRPOTrainer hands to reward functions as keyword arguments.
+
+Field names follow TRL's ``docs/source/dataset_formats.md`` (conversational, prompt-completion and prompt-only
+layouts), ``SFTTrainer``'s pre-tokenised path (a ``labels`` column is used as is) and ``SFTConfig.max_length``
+(1024 by default, which truncates pre-tokenised rows). Departure: TRL has no per-sample loss weights, so a
+``weight`` column is exported but TRL ignores it.
+
+    curate export sft-fisher --format trl-sft --out exports/sft
+    curate export math-curriculum --format trl-grpo --out exports/grpo
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from curate.errors import CurateError, InputError
+from curate.formats.base import (
+    TOKEN_COLUMNS,
+    ExportContext,
+    Format,
+    as_text,
+    chat,
+    data_files,
+    extras,
+    read_rows,
+    require,
+    require_prompt_rows,
+    rows_of,
+    shuffle_line,
+    tokenizer_of,
+    write_jsonl,
+)
+from curate.records import prompt_of
+
+# Keyword names TRL's GRPOTrainer passes to reward functions itself; a dataset column of that name would clash.
+_TRL_REWARD_RESERVED = (
+    "prompts",
+    "completions",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "environments",
+)
+_TRL_MAX_LENGTH = 1024
+
+
+@dataclass
+class TrlSftOptions:
+    """Export options of ``--format trl-sft``."""
+
+    style: str = "messages"
+    """messages (one conversational column) or prompt-completion (loss on the completion only)."""
+
+    def __post_init__(self) -> None:
+        if self.style not in ("messages", "prompt-completion"):
+            raise CurateError(f"--format trl-sft: style must be 'messages' or 'prompt-completion', got {self.style!r}")
+
+
+class TrlSft(Format):
+    """TRL SFTTrainer rows: conversational ``messages``, prompt-completion, or pre-tokenised ids and labels."""
+
+    name = "trl-sft"
+    suffix = ".jsonl"
+    carries_labels = True
+    options = TrlSftOptions
+
+    def write(self, table: pa.Table, ctx: ExportContext, opts: TrlSftOptions) -> tuple[list[Path], list[str]]:
+        path = ctx.out_dir / f"{ctx.stem}.jsonl"
+        # TRL reads `prompt` (and `completion`) as the prompt-completion layout, so they must not sit beside
+        # `messages`.
+        drop = {"prompt", "completion"}
+        tokenised = "input_ids" in table.column_names
+        lines: list[str] = []
+        if tokenised:
+            cols = ["id", *TOKEN_COLUMNS, "messages", *extras(table, ("answer", "data_source", "weight"))]
+            rows = rows_of(table, [c for c in dict.fromkeys(cols) if c not in drop])
+            longest = max((len(r["input_ids"] or []) for r in rows), default=0)
+            tok = tokenizer_of(ctx.version)
+            lines += [
+                "TRL SFT, pre-tokenised: TRL skips tokenisation and uses `labels` as they are (-100 = no loss)"
+                + ("" if "labels" in table.column_names else "; without `labels` every token is trained on")
+                + f". Train with the tokenizer that made these ids{f' ({tok})' if tok else ''}.",
+            ]
+            # SFTConfig.max_length defaults to 1024 and TRL truncates pre-tokenised rows to it.
+            config = "max_length=None" if longest > _TRL_MAX_LENGTH else ""
+            if config:
+                lines.append(f"The longest row has {longest} tokens: max_length=None keeps TRL from cutting it.")
+        elif opts.style == "messages":
+            require(table, ctx, "messages", "the conversation; or pass style='prompt-completion'")
+            cols = ["id", "messages", *extras(table, ("answer", "data_source", "weight"))]
+            rows = rows_of(table, [c for c in dict.fromkeys(cols) if c not in drop])
+            lines.append(
+                "TRL SFT, conversational `messages`. assistant_only_loss=True trains on assistant turns only but "
+                "needs a chat template with {% generation %} markers; otherwise use style='prompt-completion'."
+            )
+            config = "assistant_only_loss=True"
+        else:
+            require(table, ctx, "messages", "the conversation to split into prompt and completion")
+            rows = []
+            extra = [c for c in dict.fromkeys(["id", *extras(table, ("answer", "data_source", "weight"))])]
+            for r in rows_of(table, ["messages", *extra]):
+                messages = r.pop("messages") or []
+                prompt = prompt_of(messages)
+                rows.append({"id": r.pop("id"), "prompt": prompt, "completion": messages[len(prompt) :], **r})
+            lines.append(
+                "TRL SFT, conversational prompt-completion: loss on the completion only (TRL's default "
+                "completion_only_loss)."
+            )
+            config = ""
+        write_jsonl(path, rows)
+        args = f'output_dir="out"{", " + config if config else ""}'
+        if ctx.curriculum:
+            args += ', shuffle_dataset=False, train_sampling_strategy="sequential"'
+        lines += [
+            "  from datasets import load_dataset",
+            "  from trl import SFTConfig, SFTTrainer",
+            f'  ds = load_dataset("json", data_files="{path}", split="train")',
+            f'  SFTTrainer(model="<model>", train_dataset=ds, args=SFTConfig({args})).train()',
+        ]
+        if "weight" in table.column_names:
+            lines.append(
+                "The `weight` column is exported but TRL ignores it (no per-sample loss weights; "
+                "`curate train sft` honours it)."
+            )
+        lines += shuffle_line(
+            ctx.curriculum,
+            'Keep it with SFTConfig(shuffle_dataset=False, train_sampling_strategy="sequential") as above.',
+        )
+        return [path], lines
+
+    def read(self, path: Path, src: str, split: str) -> tuple[list[dict[str, Any]], list[Path]]:
+        files = data_files(path, (".jsonl", ".json", ".parquet"), self.name)
+        out = []
+        for i, row in enumerate(read_rows(files)):
+            row = dict(row)
+            where = f"{src}: row {i}"
+            if row.get("messages"):
+                row["messages"] = chat(row["messages"], f"{where}: field 'messages'", "user")
+                row["prompt"] = prompt_of(row["messages"])
+            elif row.get("prompt") is not None and row.get("completion") is not None:
+                prompt = chat(row.pop("prompt"), f"{where}: field 'prompt'", "user")
+                completion = chat(row.pop("completion"), f"{where}: field 'completion'", "assistant")
+                row["messages"], row["prompt"] = prompt + completion, prompt
+            elif row.get("input_ids") is None:
+                raise InputError(
+                    f"{where}: expected 'messages', 'prompt'+'completion' or pre-tokenised 'input_ids' "
+                    "(a plain 'text' row has no turns: use curate import without --format)"
+                )
+            out.append(row)
+        return out, files
+
+
+class TrlGrpo(Format):
+    """TRL GRPOTrainer prompt-only rows: ``prompt``, ``solution`` and the reward-function keyword columns."""
+
+    name = "trl-grpo"
+    suffix = ".jsonl"
+
+    def write(self, table: pa.Table, ctx: ExportContext, opts: Any) -> tuple[list[Path], list[str]]:
+        require_prompt_rows(table, ctx)
+        extra = [c for c in extras(table, ("data_source", "weight")) if c not in ("prompt", "solution")]
+        clash = [c for c in extra if c in _TRL_REWARD_RESERVED]
+        if clash:
+            raise CurateError(
+                f"{ctx.version.ref}: column(s) {', '.join(clash)} would clash with the keyword arguments "
+                "TRL passes to reward functions; rename them before exporting to trl-grpo"
+            )
+        if "solution" in table.column_names and "answer" in table.column_names:
+            raise CurateError(
+                f"{ctx.version.ref}: has both 'answer' and 'solution'; trl-grpo writes 'answer' as "
+                "'solution', so drop or rename one"
+            )
+        path = ctx.out_dir / f"{ctx.stem}.jsonl"
+        rows = rows_of(table, ["id", "prompt", "answer", *extra], rename={"answer": "solution"})
+        write_jsonl(path, rows)
+        kwargs = [k for k in rows[0] if k != "prompt"] if rows else []
+        args = 'output_dir="out"' + (", shuffle_dataset=False" if ctx.curriculum else "")
+        lines = [
+            "TRL GRPO, conversational prompt-only rows"
+            + (
+                "; `solution` is the ground truth that trl.rewards.accuracy_reward reads"
+                if "answer" in table.column_names
+                else "; no `answer` column, so no `solution` for rewards"
+            )
+            + ".",
+            "  from datasets import load_dataset",
+            "  from trl import GRPOConfig, GRPOTrainer",
+            "  from trl.rewards import accuracy_reward",
+            f'  ds = load_dataset("json", data_files="{path}", split="train")',
+            '  GRPOTrainer(model="<model>", reward_funcs=accuracy_reward, train_dataset=ds,',
+            f"              args=GRPOConfig({args})).train()",
+            f"Reward functions receive these columns as keyword arguments: {', '.join(kwargs)}.",
+            *shuffle_line(ctx.curriculum, "Keep it with GRPOConfig(shuffle_dataset=False) as above."),
+        ]
+        return [path], lines
+
+    def read(self, path: Path, src: str, split: str) -> tuple[list[dict[str, Any]], list[Path]]:
+        files = data_files(path, (".jsonl", ".json", ".parquet"), self.name)
+        out = []
+        for i, row in enumerate(read_rows(files)):
+            row = dict(row)
+            row["prompt"] = chat(row.get("prompt"), f"{src}: row {i}: field 'prompt'", "user")
+            if "solution" in row:
+                row["answer"] = as_text(row.pop("solution"))
+            out.append(row)
+        return out, files
