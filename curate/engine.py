@@ -46,9 +46,13 @@ class Engine:
     """
 
     engine: str = "local"
+    """Where the work runs: ``local`` (this process) or ``ray`` (an actor pool); does not change the version id."""
     ray_address: str | None = None
+    """Ray cluster address (``--engine ray``; none: start or join a local Ray); does not change the version id."""
     num_workers: int = 1
+    """Ray workers, each loading its model once (``--engine ray``); does not change the version id."""
     gpus_per_worker: float = 0.0
+    """GPUs per Ray worker (``--engine ray``); does not change the version id."""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

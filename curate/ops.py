@@ -17,7 +17,6 @@ Adding an operation is one file that defines its function and calls ``register(O
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -79,6 +78,8 @@ class Op:
     aliases: Mapping[str, str] = field(default_factory=dict)  # CLI spelling -> parameter
     makes_version: bool = True  # its output is a version the next recipe step reads
     summary: Callable[[Any, dict[str, Any]], str] = lambda result, params: str(result)
+    #: what a recipe step reports as its output: a version's ref, a run or export folder
+    output: Callable[[Any], str] = lambda result: result.ref
     #: a recipe step's finished result, if one is there (e.g. a trainer's run folder): the step is then skipped
     done: Callable[[Store, list[Any], Any, dict[str, Any]], str | None] | None = None
     #: what a recipe step adds to its parameters (e.g. an export step owns its folder: it may overwrite it)
@@ -284,8 +285,7 @@ def select(ref: str | Version, *, method: str, name: str | None = None, store: S
 
 
 def _config(cls: type, config: Any, params: dict[str, Any], what: str) -> Any:
-    params = options.check_params(params, cls, what)
-    return dataclasses.replace(config or cls(), **params) if params else (config or cls())
+    return options.build(cls, options.check_params(params, cls, what), base=config)
 
 
 def rollout(ref: str | Version, *, name: str | None = None, store: Store | str | None = None, config=None, **params):
@@ -466,6 +466,7 @@ register(
         aliases={"eval": "eval_ref"},
         makes_version=False,
         summary=lambda result, params: f"done {result}",
+        output=lambda result: str(result.out),
         done=lambda store, args, entry, params: entry.finished(
             store.load(args[0]), _config(entry.config, None, params, "train")
         ),
@@ -482,6 +483,7 @@ register(
         recipe=_export_in_recipe,
         makes_version=False,
         summary=lambda result, params: f"wrote {result.out_dir}\n{result.note}",
+        output=lambda result: str(result.out_dir),
     )
 )
 
@@ -541,7 +543,7 @@ def run_step(index: int, kind: str, raw: dict[str, Any], previous: str | None, s
     if op.done is not None and (finished := op.done(store, args, entry, params)) is not None:
         return StepResult(index, kind, finished, True, round(time.perf_counter() - t0, 3))
     result = op.fn(*args, store=store, **keys, **params)
-    output = result.ref if isinstance(result, Version) else str(getattr(result, "out_dir", None) or result)
+    output = op.output(result)
     skipped = op.makes_version and store.written == written
     return StepResult(index, kind, output, skipped, round(time.perf_counter() - t0, 3))
 

@@ -99,6 +99,9 @@ def params_of(target: Any) -> list[Param]:
         hints, docs = _hints(target), field_docs(target)  # type: ignore[arg-type]
         out = []
         for f in dataclasses.fields(target):
+            if f.name in nested(target):  # a shared group (the engine settings): its fields are options themselves
+                out += params_of(nested(target)[f.name])
+                continue
             if f.default is not dataclasses.MISSING:
                 default = f.default
             elif f.default_factory is not dataclasses.MISSING:
@@ -114,6 +117,37 @@ def params_of(target: Any) -> list[Param]:
         for n, p in inspect.signature(target).parameters.items()
         if n not in NOT_OPTIONS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
     ]
+
+
+def nested(cls: Any) -> dict[str, type]:
+    """The fields of config dataclass ``cls`` that hold another config dataclass (e.g. ``run: Engine``)."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        return {}
+    hints = _hints(cls)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if isinstance(hints.get(f.name), type) and dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+def build(cls: type, params: dict[str, Any], base: Any = None) -> Any:
+    """``cls`` (or ``base`` with changes) from flat options: ``{"n": 4, "engine": "ray"}`` -> ``RolloutConfig(n=4,
+    run=Engine("ray"))``. The shared groups' fields are named flat everywhere (flags, recipe keys, keywords)."""
+    groups = nested(cls)
+    top = {k: v for k, v in params.items() if not any(k in _names(g) for g in groups.values())}
+    for name, group in groups.items():
+        own = {k: v for k, v in params.items() if k in _names(group)}
+        if own:
+            inner = getattr(base, name) if base is not None else group()
+            top[name] = dataclasses.replace(inner, **own)
+    if base is not None:
+        return dataclasses.replace(base, **top) if top else base
+    return cls(**top)
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 # ------------------------------------------------------------------------------------------ the command line

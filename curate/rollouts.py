@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curate import options
 from curate.engine import Engine, run_batches
 from curate.errors import CurateError
 from curate.generation import (
@@ -50,7 +51,7 @@ from curate.store import Store, Version
 #: a sample passes when its reward exceeds this (binary rewards: correct; graded PODS-style rewards: correct)
 PASS_THRESHOLD = 0.5
 #: settings that change how fast rollouts run, never what they contain; kept out of version ids
-EXECUTION_ONLY = ("concurrency", "batch_size", "engine", "ray_address", "num_workers", "gpus_per_worker")
+EXECUTION_ONLY = ("concurrency", "batch_size", "run")
 #: the long-format columns, in order, one row per completion
 _ROLLOUT_COLUMNS = (
     "id",
@@ -101,14 +102,9 @@ class RolloutConfig:
     """Requests in flight at most (``--backend openai``); does not change the version id."""
     batch_size: int = 16
     """Prompts per generation call and per cache shard; does not change the version id."""
-    engine: str = "local"
-    """Where generation runs: ``local`` (this process) or ``ray`` (an actor pool); does not change the version id."""
-    ray_address: str | None = None
-    """Ray cluster address (``--engine ray``; none: start or join a local Ray); does not change the version id."""
-    num_workers: int = 1
-    """Ray workers, each loading the policy once (``--engine ray``); does not change the version id."""
-    gpus_per_worker: float = 0.0
-    """GPUs per Ray worker (``--engine ray``); does not change the version id."""
+    run: Engine = dataclasses.field(default_factory=Engine)
+    """Where the work runs (``curate.engine.Engine``: ``--engine``, ``--ray-address``, ``--num-workers``,
+    ``--gpus-per-worker``); never part of the version id."""
 
     def __post_init__(self) -> None:
         for flag, value, low in (
@@ -134,7 +130,7 @@ class RolloutConfig:
 
     def runner(self) -> Engine:
         """Where generation runs (``curate.engine``)."""
-        return Engine(self.engine, self.ray_address, self.num_workers, self.gpus_per_worker)
+        return self.run
 
     def generator_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"batch_size": self.batch_size, **engine_options(self.backend, self.runner())}
@@ -405,11 +401,11 @@ def rollout(
     parent = s.load(ref)
     config = config or RolloutConfig()
     if overrides:
-        known = {f.name for f in dataclasses.fields(RolloutConfig)}
+        known = {p.name for p in options.params_of(RolloutConfig)}
         bad = sorted(set(overrides) - known)
         if bad:
             raise CurateError(f"rollout: unknown option {bad[0]!r} (options: {', '.join(sorted(known))})")
-        config = dataclasses.replace(config, **overrides)
+        config = options.build(RolloutConfig, overrides, base=config)
     name = name or f"{parent.name}-rollouts"
     generator = generator or config.make_generator()
     recipe = {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_ONLY}

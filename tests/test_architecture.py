@@ -26,10 +26,11 @@ LAYERS = {
         "text",
         "samples",
         "benchmarks_data",
+        "options",
     ],
     "compute": ["models", "chat", "testing", "engine", "rewards", "scoring", "generation", "groups"],
     "methods": ["selectors", "synthesizers", "rollouts", "train", "formats", "report"],
-    "ops": ["options", "ops"],
+    "ops": ["ops"],
     "front": ["cli", "views", "pipeline", "__init__", "__main__"],
 }
 RANK = {top: i for i, (_, tops) in enumerate(LAYERS.items()) for top in tops}

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+import curate
 from curate.engine import Engine, TaskSpec, Worker, run_batches
 from curate.errors import CurateError
 from curate.generation import HFGenerator, _generate_batch
@@ -85,13 +86,13 @@ def test_rollouts_identical_under_ray_and_local(tmp_path, tiny_model_path):
     a = save(prompts, name="p", store=tmp_path / "a")
     b = save(prompts, name="p", store=tmp_path / "b")
     local = generate_rollouts(a, RolloutConfig(**base), store=a.store)
-    remote = generate_rollouts(b, RolloutConfig(**base, **RAY), store=b.store)
+    remote = generate_rollouts(b, RolloutConfig(**base, run=Engine(**RAY)), store=b.store)
     assert local.num_rows == 10
     assert remote.to_pylist() == local.to_pylist()
     assert len(set(local.column("completion").to_pylist())) > 1  # sampled, not all empty or equal
     # One cache key for both engines (the workers' dtype is pinned in the identity): Ray finds all of a's done.
     shards = sorted((a.store.root / "cache" / "rollouts").rglob("shard-*.parquet"))
-    again = generate_rollouts(a, RolloutConfig(**base, **RAY), store=a.store)
+    again = generate_rollouts(a, RolloutConfig(**base, run=Engine(**RAY)), store=a.store)
     assert again.to_pylist() == local.to_pylist()
     assert sorted((a.store.root / "cache" / "rollouts").rglob("shard-*.parquet")) == shards
 
@@ -143,7 +144,7 @@ def test_injected_generator_is_refused_under_ray(tmp_path, tiny_model_path):
         pass
 
     v = save([{"id": "q", "prompt": [{"role": "user", "content": "hi"}], "answer": "x"}], name="p", store=tmp_path)
-    config = RolloutConfig(n=1, model=tiny_model_path, max_tokens=2, reward="exact", **RAY)
+    config = RolloutConfig(n=1, model=tiny_model_path, max_tokens=2, reward="exact", run=Engine(**RAY))
     with pytest.raises(CurateError, match="drop the injected one"):
         generate_rollouts(v, config, store=v.store, generator=Custom(tiny_model_path))
     # The plain generator the config describes is fine (DifficultySelector passes one): the workers build the same.
@@ -283,11 +284,12 @@ def test_condor_sampling_on_a_model_identical_under_ray_and_local(tmp_path, tiny
 
 
 def test_condor_engine_settings_stay_out_of_the_recipe():
-    assert CondorConfig(engine="ray", num_workers=4, gpus_per_worker=1).recipe() == CondorConfig().recipe()
+    ray = CondorConfig(run=Engine("ray", num_workers=4, gpus_per_worker=1))
+    assert ray.recipe() == CondorConfig().recipe()
     with pytest.raises(CurateError, match="--engine 'dask'"):
-        CondorConfig(engine="dask")
+        synth_condor(name="x", engine="dask")
     with pytest.raises(CurateError, match="need --engine ray"):
-        CondorConfig(num_workers=2)
+        synth_condor(name="x", num_workers=2)
 
 
 def test_bad_engine_settings():
@@ -300,6 +302,6 @@ def test_bad_engine_settings():
     with pytest.raises(CurateError, match="need --engine ray"):
         Engine("local", num_workers=4)
     with pytest.raises(CurateError, match="--engine"):
-        RolloutConfig(engine="dask")
+        curate.rollout("x", engine="dask")
     with pytest.raises(CurateError, match="not an in-process function"):
         list(run_batches([(["k"], [1])], engine=Engine("ray"), fn=lambda xs: xs))

@@ -175,6 +175,7 @@ class DifficultySelector(Selector):
 
     def rollout_config(self):
         """The ``RolloutConfig`` this selector runs on a prompts version."""
+        from curate.engine import Engine
         from curate.rollouts import RolloutConfig
 
         return RolloutConfig(
@@ -186,7 +187,7 @@ class DifficultySelector(Selector):
             reward=self.reward,
             seed=self.seed,
             base_url=self.base_url,
-            **self.engine_kwargs(),
+            run=Engine(**self.engine_kwargs()),
         )
 
     def generator(self):

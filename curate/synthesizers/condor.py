@@ -50,6 +50,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from curate import options
 from curate.engine import Engine, run_batches
 from curate.errors import CurateError
 from curate.records import MESSAGES, row_id
@@ -59,7 +60,7 @@ from curate.synthesizers.tree import TagPath, expand, interleaved_leaves, load_t
 
 DATA_SOURCE = "condor"
 #: settings that change where and how fast the calls run, never what they return; kept out of version ids
-EXECUTION_ONLY = ("batch_size", "engine", "ray_address", "num_workers", "gpus_per_worker")
+EXECUTION_ONLY = ("batch_size", "run")
 CRITIQUE = pa.struct(
     [("strength", pa.string()), ("weakness", pa.string()), ("suggestion", pa.string()), ("text", pa.string())]
 )
@@ -138,15 +139,9 @@ class CondorConfig:
     """Prompts per generate call, and per cache shard (what a killed run can lose)."""
     seed: int = 0
     """Base sampling seed; every (prompt, sample) derives its own seed from it."""
-    engine: str = "local"
-    """Where the LLM calls run: ``local`` (this process) or ``ray`` (an actor pool, each worker loading the model
-    once); does not change the version id."""
-    ray_address: str | None = None
-    """Ray cluster address (``--engine ray``; none: start or join a local Ray); does not change the version id."""
-    num_workers: int = 1
-    """Ray workers (``--engine ray``); does not change the version id."""
-    gpus_per_worker: float = 0.0
-    """GPUs per Ray worker (``--engine ray``); does not change the version id."""
+    run: Engine = field(default_factory=Engine)
+    """Where the work runs (``curate.engine.Engine``: ``--engine``, ``--ray-address``, ``--num-workers``,
+    ``--gpus-per-worker``); never part of the version id."""
 
     def __post_init__(self) -> None:
         from curate.generation import GENERATORS
@@ -187,7 +182,7 @@ class CondorConfig:
 
     def runner(self) -> Engine:
         """Where the LLM calls run (``curate.engine``)."""
-        return Engine(self.engine, self.ray_address, self.num_workers, self.gpus_per_worker)
+        return self.run
 
     def generator_options(self) -> dict[str, Any]:
         from curate.generation import engine_options
@@ -413,11 +408,11 @@ def synth_condor(
     from curate.store import get_store
 
     if overrides:
-        known = {f.name for f in dataclasses.fields(CondorConfig)}
+        known = {p.name for p in options.params_of(CondorConfig)}
         if bad := sorted(set(overrides) - known):
-            options = ", ".join(sorted(known))
-            raise CurateError(f"synth condor: unknown option(s) {', '.join(bad)} (options: {options})")
-        config = dataclasses.replace(config or CondorConfig(), **overrides)
+            accepted = ", ".join(sorted(known))
+            raise CurateError(f"synth condor: unknown option(s) {', '.join(bad)} (options: {accepted})")
+        config = options.build(CondorConfig, overrides, base=config or CondorConfig())
     config = config or CondorConfig()
     s = get_store(store)
     validate_name(name)
