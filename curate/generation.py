@@ -44,6 +44,7 @@ from typing import Any
 
 from curate.errors import CurateError
 from curate.models import DEFAULT_LM
+from curate.options import params_of
 
 Messages = list[dict[str, str]]
 
@@ -640,9 +641,9 @@ def make_generator(backend: str, model: str = DEFAULT_LM, **opts: Any) -> Genera
     if cls is None:
         raise CurateError(f"--backend {backend!r}: unknown backend (available: {', '.join(GENERATORS)})")
     opts = {k: v for k, v in opts.items() if v is not None}
-    accepted = inspect.signature(cls.__init__).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
-        bad = sorted(set(opts) - set(accepted))
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+    if not takes_any:
+        bad = sorted(set(opts) - {p.name for p in params_of(cls)})
         if bad:
             raise CurateError(f"backend {backend} does not take option {bad[0]!r} (--{bad[0].replace('_', '-')})")
     return cls(model, **opts)

@@ -93,6 +93,9 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         value = _parse_scalar(raw)
         head, dot, field = key.partition(".")
         if not dot:
+            if key not in variables and key not in _used_vars(steps):  # a typo would be accepted and ignored
+                known = ", ".join(sorted(set(variables) | _used_vars(steps))) or "none"
+                raise CurateError(f"--set {item!r}: the recipe has no var {key!r} (vars: {known})")
             variables[key] = value
         elif head == "steps":
             idx, _, field = field.partition(".")
@@ -126,6 +129,17 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         return v
 
     return {"name": recipe.get("name", p.stem), "vars": variables, "steps": [(k, sub(ps)) for k, ps in steps]}
+
+
+def _used_vars(steps: Any) -> set[str]:
+    """The ``${var}`` names the steps use."""
+    if isinstance(steps, str):
+        return set(_VAR.findall(steps))
+    if isinstance(steps, dict):
+        return set().union(*map(_used_vars, steps.values()))
+    if isinstance(steps, list | tuple):
+        return set().union(*map(_used_vars, steps))
+    return set()
 
 
 def check_steps(recipe: dict[str, Any], path: str | Path) -> None:

@@ -143,3 +143,14 @@ def test_overrides_and_errors(tmp_path):
     bad.write_text("steps:\n  - sample: {which: sample-sft, bogus: 1}\n")
     with pytest.raises(CurateError, match="unknown parameter"):
         run_pipeline(bad, store=Store(tmp_path / "s"))
+
+
+def test_a_misspelled_override_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(CurateError, match=r"the recipe has no var 'budgt' \(vars: budget, model, rows, steps\)"):
+        load_recipe(RECIPES / "sft-fisher.yaml", ["budgt=3"])
+    with pytest.raises(CurateError, match=r"steps\[1\] \(select\): unknown parameter\(s\) budgt"):
+        run_pipeline(RECIPES / "sft-fisher.yaml", overrides=["select.budgt=3"], store=Store(tmp_path / "s"))
+    assert not (tmp_path / "s" / "datasets").exists()  # refused before the first step
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps:\n  - sample: {which: sample-sft, n: '${n}'}\n")
+    assert load_recipe(recipe, ["n=3"])["steps"][0][1]["n"] == 3  # a var the steps use may come from --set alone

@@ -87,6 +87,7 @@ from curate.formats.openrlhf import OpenRLHF
 from curate.formats.plain import Jsonl, Parquet
 from curate.formats.trl import TrlGrpo, TrlSft
 from curate.formats.verl import Verl, VerlSft
+from curate.options import params_of
 from curate.outputs import check_out, sweep_temps
 from curate.records import to_table
 from curate.store import Version, curate_version, sha256_file
@@ -170,7 +171,7 @@ def make_options(format: str, options: dict[str, Any]) -> Any:
     VerlOptions(split='test', ability=None, reward_style='rule')
     """
     cls = get_format(format)
-    accepted = [f.name for f in dataclasses.fields(cls.options)]
+    accepted = [p.name for p in params_of(cls.options)]
     unknown = [k for k in options if k not in accepted]
     if unknown:
         raise CurateError(

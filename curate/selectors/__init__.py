@@ -5,11 +5,11 @@ curate select REF --method NAME --name OUT [--budget K | --fraction F | --budget
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any
 
 from curate.errors import CurateError
+from curate.options import params_of
 from curate.selectors.base import Selection, Selector
 from curate.selectors.decontam import DecontamSelector
 from curate.selectors.dedup import DedupSelector
@@ -51,7 +51,7 @@ def get_selector(method: str) -> type[Selector]:
 
 def make_selector(method: str, **params: Any) -> Selector:
     cls = get_selector(method)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    accepted = [p.name for p in params_of(cls)]
     unknown = [k for k in params if k not in accepted]
     if unknown:
         raise CurateError(
