@@ -116,7 +116,12 @@ def _op_command(group: typer.Typer, op: Any, choice: str | None = None) -> None:
         sig.append(P(key, P.KEYWORD_ONLY, annotation=str, default=option))
     callback.__signature__ = inspect.Signature(sig)  # type: ignore[attr-defined]
     callback.__annotations__ = {p.name: p.annotation for p in sig}
-    helptext = op.help if choice is None else f"{op.help.split(':')[0].rstrip('.')}: {choice}."
+    # A subcommand's help is its implementation's own first docstring line (``sft``: "Fine-tune ...").
+    if choice is not None:
+        entry = op.variant.get(choice)
+        helptext = (inspect.getdoc(getattr(entry, "run", entry)) or op.help).split("\n")[0].replace("``", "")
+    else:
+        helptext = op.help
     cls = type("OpCommand", (_OpCommand,), {"op": op, "choice": choice})
     group.command(choice or op.name, cls=cls, context_settings=EXTRA, help=helptext)(callback)
 
