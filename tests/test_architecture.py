@@ -28,7 +28,7 @@ LAYERS = {
         "benchmarks_data",
         "options",
     ],
-    "compute": ["models", "chat", "testing", "engine", "rewards", "scoring", "generation", "groups"],
+    "compute": ["models", "chat", "testing", "engine", "rewards", "scoring", "generation", "groups", "stats"],
     "methods": ["selectors", "synthesizers", "rollouts", "train", "formats", "report"],
     "ops": ["ops"],
     "front": ["cli", "views", "pipeline", "__init__", "__main__"],
