@@ -15,6 +15,7 @@ from curate._version import __version__
 from curate.errors import CurateError
 from curate.ops import (
     as_table,
+    compare,
     diff,
     export,
     import_data,
@@ -34,6 +35,7 @@ __all__ = [
     "CurateError",
     "__version__",
     "as_table",
+    "compare",
     "diff",
     "export",
     "get_store",

@@ -324,6 +324,36 @@ def train_grpo(ref: Any, *, store: Store | str | None = None, config=None, **par
     return train(ref, kind="grpo", store=store, config=config, **params)
 
 
+def compare(ref: str | Version, *, name: str, store: Store | str | None = None, config=None, **params) -> Version:
+    """Did a selection help? Select, fine-tune per seed and score held-out NLL per arm (``curate.comparison``).
+
+    >>> v = curate.compare("pool", eval_ref="heldout", arms=("fisher", "random"), name="cmp")  # doctest: +SKIP
+    """
+    from curate.comparison import CompareConfig
+    from curate.comparison import compare as run_compare
+
+    config = _config(CompareConfig, config, params, "compare")
+    return run_compare(ref, config, name=name, store=store, services=_services())
+
+
+def _compare_line(v: Version, params: dict[str, Any]) -> str:
+    lines = [f"{v.ref} id={v.id} runs={len(v)}  (held-out token-mean NLL, lower is better; 95% intervals)"]
+    for row in v.manifest.get("stats", {}).get("summary", []):
+        line = f"  {row['arm']:<24} {row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+        if "vs_random" in row:
+            d = row["vs_random"]
+            verdict = (
+                "beats random"
+                if d["ci_high"] < 0
+                else "worse than random"
+                if d["ci_low"] > 0
+                else "no clear difference"
+            )
+            line += f"  vs random {d['diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] {verdict}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 @dataclass
 class ExportOptions:
     """Options of every export format."""
@@ -377,6 +407,12 @@ def _export_in_recipe(keys: dict[str, Any], fmt: str | None, params: dict[str, A
 
     # The recipe owns its export folder: after a changed step, its own earlier export there is replaced.
     return {"overwrite": holds_export(keys["out"], fmt), **params}
+
+
+def _compare_config() -> type:
+    from curate.comparison import CompareConfig
+
+    return CompareConfig
 
 
 def _rollout_config() -> type:
@@ -488,6 +524,19 @@ register(
 )
 
 
+register(
+    Op(
+        "compare",
+        compare,
+        "Did the selection help? curate compare POOL --arms fisher,random --budget 32 --seeds 3 --eval HELDOUT.",
+        keys=(Key("name", str, help="Output dataset name (one row per arm and seed).", required=True),),
+        target=lambda entry: _compare_config(),
+        aliases={"eval": "eval_ref", "set": "arm_options"},
+        summary=_compare_line,
+    )
+)
+
+
 # ------------------------------------------------------------------------------------------ one recipe step
 @dataclass
 class StepResult:
@@ -555,6 +604,7 @@ __all__ = [
     "StepResult",
     "Variant",
     "as_table",
+    "compare",
     "diff",
     "export",
     "get_op",

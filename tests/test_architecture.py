@@ -29,7 +29,7 @@ LAYERS = {
         "options",
     ],
     "compute": ["models", "chat", "testing", "engine", "rewards", "scoring", "generation", "groups", "stats"],
-    "methods": ["selectors", "synthesizers", "rollouts", "train", "formats", "report"],
+    "methods": ["selectors", "synthesizers", "rollouts", "train", "formats", "report", "comparison"],
     "ops": ["ops"],
     "front": ["cli", "views", "pipeline", "__init__", "__main__"],
 }

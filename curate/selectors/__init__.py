@@ -15,6 +15,7 @@ from curate.selectors.decontam import DecontamSelector
 from curate.selectors.dedup import DedupSelector
 from curate.selectors.difficulty import DifficultySelector
 from curate.selectors.fisher import FisherSelector
+from curate.selectors.length import LengthSelector
 from curate.selectors.random import RandomSelector
 from curate.selectors.token_clean import TokenCleanSelector
 from curate.selectors.variance import VarianceSelector
@@ -28,6 +29,7 @@ SELECTORS: dict[str, type[Selector]] = {
     "token-clean": TokenCleanSelector,
     "dedup": DedupSelector,
     "decontam": DecontamSelector,
+    "length": LengthSelector,
 }
 
 

@@ -1,0 +1,330 @@
+"""``curate compare``: did a selection help? Each arm is selected from one pool at one budget, fine-tuned with
+identical settings once per seed, and scored on held-out rows; controls make the answer mean something.
+
+What it computes. For every arm and seed: the arm's selection of POOL, an SFT run on it (``curate.train.sft``, the
+seed sets data order and initialisation of anything random), and the held-out token-mean NLL of the assistant
+tokens of HELDOUT under the trained model (summed NLL over all held-out assistant tokens / their number). Arms:
+
+- a selector method (``fisher``, ``token-clean``, ``dedup`` ...): selected once (deterministic), trained per seed;
+- ``random``: a uniform random selection of the same budget, drawn anew per seed (row-matched control);
+- ``random-tokens``: per selector arm A, random rows whose trained tokens match A's (token-matched control; the arm
+  is reported as ``random-tokens:A``);
+- ``longest``: the rows with the most trained tokens (``--method length``);
+- ``full``: the whole pool; ``base``: no training (the model as it is).
+
+Per arm, the summary holds the mean over seeds and a 95% percentile-bootstrap interval over held-out rows and
+seeds, and the paired difference to ``random`` with its interval (``curate.stats``): lower NLL is better, so an
+arm beats random when the difference interval lies below 0. Every run is cached in the store (selection versions,
+per-run metrics keyed by selection id, training settings, seed and held-out version), so a re-run trains
+nothing, a killed compare resumes at the run it was in, and adding a seed or an arm computes only that. Trained
+models go to ``<store>/cache/compare-runs/`` and are removed after scoring unless ``--keep-models``.
+
+Departures from the issue as filed (#16): held-out accuracy (``--reward``), the GRPO comparison, ``--engine ray``
+and the ``curate report`` page are not built yet; see the closing note of the session that added this file.
+
+    curate compare gsm8k-pool --arms fisher,random,random-tokens,longest --budget 32 --seeds 3 \\
+        --eval gsm8k-heldout --model smollm2-135m --name cmp-gsm8k
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curate import options
+from curate.cache import RowCache, settings_key
+from curate.errors import CurateError
+from curate.progress import progress
+from curate.stats import bootstrap_interval, paired_difference
+from curate.store import Store, Version, get_store, validate_name
+
+#: arms that are controls, not selector methods
+CONTROLS = ("random", "random-tokens", "longest", "full", "base")
+#: the selector each control runs (the others train on the pool or not at all)
+_CONTROL_METHOD = {"random": "random", "random-tokens": "random", "longest": "length"}
+METRICS_FORMAT = 1
+
+
+@dataclass
+class CompareConfig:
+    """Settings of ``curate compare``; each field is the flag of the same name (``eval_ref`` is ``--eval``)."""
+
+    eval_ref: str = ""
+    """Held-out version (a ref) scored after each run: token-mean NLL of its assistant tokens."""
+    arms: tuple[str, ...] = ("random",)
+    """Arms: selector methods and controls (random, random-tokens, longest, full, base), comma-separated."""
+    budget: int | None = 32
+    """Rows each arm selects (selectors that take a row budget); none with --budget-tokens."""
+    budget_tokens: int | None = None
+    """Trained tokens each arm selects instead of rows (selectors that take a token budget)."""
+    seeds: int = 3
+    """Training runs per arm (seeds 0..seeds-1); random draws a new selection per seed."""
+    model: str = "smollm2-135m"
+    """The model every arm fine-tunes (and that counts tokens and scores features)."""
+    epochs: int = 2
+    """SFT epochs of every run."""
+    max_steps: int | None = None
+    """Cap on optimizer steps of every run (none: the epochs decide)."""
+    lr: float = 5e-5
+    """Learning rate of every run."""
+    batch_size: int = 4
+    """Rows per optimizer step of every run."""
+    max_len: int = 512
+    """Tokens per training row at most."""
+    arm_options: tuple[str, ...] = ()
+    """Selector options per arm as ARM.KEY=VALUE (e.g. fisher.lam=2), repeatable: ``--set fisher.lam=2``."""
+    keep_models: bool = False
+    """Keep each run's trained model under <store>/cache/compare-runs (default: removed after scoring)."""
+
+    def __post_init__(self) -> None:
+        if not self.eval_ref:
+            raise CurateError("compare: --eval HELDOUT is required (the version each run is scored on)")
+        if not self.arms:
+            raise CurateError("compare: --arms needs at least one arm")
+        if len(set(self.arms)) != len(self.arms):
+            raise CurateError(f"compare: --arms lists an arm twice: {', '.join(self.arms)}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise CurateError(f"compare: --seeds must be an integer >= 1, got {self.seeds!r}")
+        if (self.budget is None) == (self.budget_tokens is None):
+            raise CurateError("compare: give exactly one of --budget and --budget-tokens")
+        self.arm_params()
+
+    def arm_params(self) -> dict[str, dict[str, Any]]:
+        """``--set ARM.KEY=VALUE`` items as ``{arm: {key: value}}``; an arm not in --arms is refused."""
+        out: dict[str, dict[str, Any]] = {}
+        for item in self.arm_options:
+            key, sep, raw = item.partition("=")
+            arm, dot, field = key.partition(".")
+            if not sep or not dot or not field:
+                raise CurateError(f"compare: --set {item!r}: expected ARM.KEY=VALUE (e.g. fisher.lam=2)")
+            if arm not in self.arms:
+                raise CurateError(f"compare: --set {item!r}: {arm!r} is not one of --arms ({', '.join(self.arms)})")
+            out.setdefault(arm, {})[field] = options.parse_scalar(raw)
+        return out
+
+    def train_settings(self, seed: int) -> dict[str, Any]:
+        keys = ("model", "epochs", "max_steps", "lr", "batch_size", "max_len")
+        return {**{k: getattr(self, k) for k in keys}, "seed": seed}
+
+
+@dataclass
+class Run:
+    """One (arm, seed): what it trained on and its per-held-out-row NLL sums and token counts."""
+
+    arm: str
+    seed: int
+    selection: Version | None
+    trained_tokens: int
+    sums: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def heldout_loss(self) -> float:
+        return float(self.sums.sum() / self.counts.sum())
+
+
+def _budget(cls: type, config: CompareConfig) -> dict[str, Any]:
+    """The budget keywords a selector takes: a row or a token budget, whichever it accepts."""
+    names = {p.name for p in options.params_of(cls)}
+    if config.budget_tokens is not None:
+        if "budget_tokens" not in names:
+            raise CurateError(f"compare: --method {cls.name} takes no --budget-tokens (options: {', '.join(names)})")
+        return {"budget_tokens": config.budget_tokens}
+    return {"budget": config.budget} if "budget" in names else {}
+
+
+def _select(store: Store, pool: Version, method: str, name: str, params: dict[str, Any], services: dict) -> Version:
+    """Run one selection; a selector that reads a model reads the compared one unless told otherwise."""
+    from curate.selectors import run_selector
+
+    return run_selector(pool, method=method, name=name, store=store, services=services, **params)
+
+
+def _trained_tokens(version: Version, model: str) -> int:
+    from curate.scoring import response_token_counts
+
+    return int(response_token_counts(version, model).sum())
+
+
+def _heldout_masks(heldout: Version, model: str) -> list[np.ndarray]:
+    """Per held-out row, the mask of its assistant tokens in the ids ``token_losses`` scores."""
+    from curate.chat import assistant_token_mask
+    from curate.models import load_tokenizer
+
+    tok = load_tokenizer(model)
+    return [np.asarray(assistant_token_mask(tok, r["messages"])[1], bool) for r in heldout.to_pylist()]
+
+
+def _score(heldout: Version, model: str, masks: list[np.ndarray], store: Store) -> tuple[np.ndarray, np.ndarray]:
+    from curate.scoring import token_losses
+
+    losses = token_losses(heldout, model=model, store=store, keep_loaded=False)
+    sums = np.array([float(loss[m[: len(loss)]].sum()) for loss, m in zip(losses, masks, strict=True)])
+    counts = np.array([int(m[: len(loss)].sum()) for loss, m in zip(losses, masks, strict=True)])
+    return sums, counts
+
+
+def compare(
+    ref: str | Version,
+    config: CompareConfig | None = None,
+    *,
+    name: str,
+    store: Store | str | None = None,
+    services: dict[str, Any] | None = None,
+    **kw: Any,
+) -> Version:
+    """Run every arm of ``config`` on pool ``ref`` and commit one row per (arm, seed) as version ``name``.
+
+    >>> v = curate.ops.run("compare", "pool", eval_ref="heldout", arms=("fisher", "random"), budget=16, seeds=3,
+    ...                    name="cmp")                                                      # doctest: +SKIP
+    >>> v.manifest["stats"]["summary"]                                                      # doctest: +SKIP
+    """
+    config = options.build(CompareConfig, kw, base=config) if kw else config
+    if config is None:
+        raise CurateError("compare: --eval HELDOUT is required (the version each run is scored on)")
+    s = get_store(store)
+    validate_name(name)
+    pool, heldout = s.load(ref), s.load(config.eval_ref)
+    if "messages" not in heldout.columns:
+        raise CurateError(f"{heldout.ref}: compare scores assistant tokens of 'messages'; the version has none")
+    services = services or {}  # what a selector may need from the operations layer (token-clean: a trainer)
+    per_arm = config.arm_params()
+    selectors = [a for a in config.arms if a not in CONTROLS]
+    plan: list[tuple[str, int, str | None, dict[str, Any]]] = []  # (arm, seed, method or None, params)
+    for arm in config.arms:
+        for seed in range(config.seeds):
+            if arm == "random-tokens":
+                plan += [(f"random-tokens:{a}", seed, "random", {"seed": seed}) for a in selectors]
+            elif arm in _CONTROL_METHOD:
+                extra = {"seed": seed} if arm == "random" else {}
+                plan.append((arm, seed, _CONTROL_METHOD[arm], {**extra, **per_arm.get(arm, {})}))
+            elif arm in ("full", "base"):
+                plan.append((arm, seed, None, {}))
+            else:
+                plan.append((arm, seed, arm, dict(per_arm.get(arm, {}))))
+    # A token-matched control needs its arm's selection first.
+    plan.sort(key=lambda step: step[0].startswith("random-tokens:"))
+    recipe = {k: v for k, v in dataclasses.asdict(config).items() if k != "keep_models"}
+    op = {"name": "compare", "config": recipe}
+
+    def compute() -> dict[str, Any]:
+        from curate.models import resolve
+
+        masks = _heldout_masks(heldout, config.model)
+        metrics = RowCache(s, "compare-metrics", settings_key({"format": METRICS_FORMAT, "heldout": heldout.id}))
+        selected: dict[str, Version] = {}
+        runs: list[Run] = []
+        t0 = time.perf_counter()
+        with progress(f"compare {len(plan)} runs", len(plan)) as advance:
+            for arm, seed, method, params in plan:
+                selection: Version | None
+                if method is None:
+                    selection = pool if arm == "full" else None
+                else:
+                    if arm.startswith("random-tokens:"):
+                        target = selected[arm.split(":", 1)[1]]
+                        params = {**params, "budget_tokens": _trained_tokens(target, config.model)}
+                    else:
+                        params = {**_budget(_selector_class(method), config), **params}
+                    if "model" in {p.name for p in options.params_of(_selector_class(method))}:
+                        params.setdefault("model", config.model)
+                    label = arm.replace(":", "-")
+                    suffix = f"-s{seed}" if "seed" in params else ""
+                    selection = _select(s, pool, method, f"{name}-{label}{suffix}", params, services)
+                    selected.setdefault(arm, selection)
+                runs.append(
+                    _run(s, config, arm, seed, selection, heldout, masks, metrics, resolve(config.model).identity)
+                )
+                advance()
+        # The selections are named by ref in each row; the version's parents are the pool and the held-out set,
+        # which (with the config) determine every selection, so they are what the id hashes.
+        table, summary = _tables(runs, config)
+        timings = {"compare_s": round(time.perf_counter() - t0, 3)}
+        return {"table": table, "stats": {"summary": summary}, "timings": timings}
+
+    return s.materialise(name, [pool, heldout], op, compute)
+
+
+def _selector_class(method: str) -> type:
+    from curate.selectors import get_selector
+
+    return get_selector(method)
+
+
+def _run(
+    s: Store,
+    config: CompareConfig,
+    arm: str,
+    seed: int,
+    selection: Version | None,
+    heldout: Version,
+    masks: list[np.ndarray],
+    metrics: RowCache,
+    base_identity: str,
+) -> Run:
+    """One (arm, seed): found in the metrics cache, else trained, scored and cached (the model is then removed)."""
+    from curate.outputs import writing_store_cache
+    from curate.train import SFTConfig, sft
+    from curate.train.data import CONFIG_FILE
+
+    settings = config.train_settings(seed) if selection is not None else {"base": base_identity}
+    key = settings_key({"selection": selection.id if selection is not None else None, "train": settings})
+    if (hit := metrics.load([key]).get(key)) is not None:
+        sums, counts = np.asarray(hit["sums"], float), np.asarray(hit["counts"], np.int64)
+        return Run(arm, seed, selection, int(hit["trained_tokens"]), sums, counts)
+    if selection is None:
+        sums, counts = _score(heldout, config.model, masks, s)
+        trained = 0
+    else:
+        out = Path(str(s.root)) / "cache" / "compare-runs" / key
+        if not (out / CONFIG_FILE).exists():  # written last: a run killed after training is not trained again
+            with writing_store_cache():  # a killed run resumes from its last checkpoint
+                sft(selection, SFTConfig(**settings, out=str(out), resume=out.exists()), store=s)
+        sums, counts = _score(heldout, str(out), masks, s)
+        trained = _trained_tokens(selection, config.model)
+        if not config.keep_models:
+            shutil.rmtree(out, ignore_errors=True)
+    metrics.write([{"key": key, "sums": sums.tolist(), "counts": counts.tolist(), "trained_tokens": trained}])
+    return Run(arm, seed, selection, trained, sums, counts)
+
+
+def _tables(runs: list[Run], config: CompareConfig) -> tuple[pa.Table, list[dict[str, Any]]]:
+    table = pa.table(
+        {
+            "id": [f"{r.arm}/{r.seed}" for r in runs],
+            "arm": [r.arm for r in runs],
+            "seed": pa.array([r.seed for r in runs], pa.int64()),
+            "selection": [r.selection.ref if r.selection is not None else None for r in runs],
+            "rows": pa.array([len(r.selection) if r.selection is not None else 0 for r in runs], pa.int64()),
+            "trained_tokens": pa.array([r.trained_tokens for r in runs], pa.int64()),
+            "heldout_loss": pa.array([r.heldout_loss for r in runs], pa.float64()),
+            "row_sums": pa.array([r.sums.tolist() for r in runs], pa.list_(pa.float64())),
+            "row_counts": pa.array([r.counts.tolist() for r in runs], pa.list_(pa.int64())),
+        }
+    )
+    return table, summarise(runs)
+
+
+def summarise(runs: list[Run], *, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """Per arm: mean over seeds, its 95% interval, and the paired difference to ``random`` (when it ran)."""
+    arms = list(dict.fromkeys(r.arm for r in runs))
+    data = {
+        a: (np.stack([r.sums for r in runs if r.arm == a]), np.stack([r.counts for r in runs if r.arm == a]))
+        for a in arms
+    }
+    out = []
+    for a in arms:
+        ci = bootstrap_interval(*data[a], n_boot=n_boot, seed=seed)
+        row: dict[str, Any] = {"arm": a, "mean": ci.value, "ci_low": ci.low, "ci_high": ci.high}
+        if "random" in data and a != "random":
+            d = paired_difference(*data[a], *data["random"], n_boot=n_boot, seed=seed)
+            row["vs_random"] = {"diff": d.value, "ci_low": d.low, "ci_high": d.high}
+        out.append(row)
+    return out

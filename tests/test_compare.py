@@ -1,0 +1,121 @@
+"""`curate compare` on a tiny random model: the output structure, random per seed, token-matched controls, the
+summary computed from the runs, resume after a kill, and a re-run that trains nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import curate
+import curate.train
+from curate.comparison import CompareConfig, Run, summarise
+from curate.errors import CurateError
+from curate.stats import bootstrap_interval, paired_difference
+from curate.store import Store
+
+SMALL = {"epochs": 1, "max_steps": 1, "batch_size": 2, "max_len": 96}
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_path, one_thread):
+    store = Store(tmp_path / "store")
+    curate.sample("sample-sft", n=10, name="pool", store=store)
+    curate.sample("sample-sft", n=3, seed=7, name="heldout", store=store)
+    return store, tiny_model_path
+
+
+def _run(store, model, name="cmp", **kw):
+    params = {"eval_ref": "heldout", "arms": ("length", "random", "random-tokens", "base"), "budget": 3, "seeds": 2}
+    return curate.compare("pool", name=name, store=store, model=model, **SMALL, **{**params, **kw})
+
+
+def test_structure_controls_and_summary(setup):
+    store, model = setup
+    v = _run(store, model)
+    rows = v.to_pylist()
+    assert [(r["arm"], r["seed"]) for r in rows] == [
+        ("length", 0), ("length", 1), ("random", 0), ("random", 1), ("base", 0), ("base", 1),
+        ("random-tokens:length", 0), ("random-tokens:length", 1),
+    ]  # fmt: skip
+    by = {(r["arm"], r["seed"]): r for r in rows}
+    # random draws its own selection per seed; a deterministic selector selects once and trains per seed
+    assert by["random", 0]["selection"] != by["random", 1]["selection"]
+    assert by["length", 0]["selection"] == by["length", 1]["selection"]
+    assert by["random", 0]["rows"] == by["length", 0]["rows"] == 3
+    # the token-matched control trains on as many tokens as its arm, within one row
+    counts = curate.scoring.response_token_counts(store.load("pool"), model)
+    for seed in (0, 1):
+        gap = by["length", seed]["trained_tokens"] - by["random-tokens:length", seed]["trained_tokens"]
+        assert 0 <= gap <= counts.max()
+    # the base model is the same on every seed and trains nothing
+    assert by["base", 0]["heldout_loss"] == by["base", 1]["heldout_loss"] and by["base", 0]["trained_tokens"] == 0
+    for r in rows:
+        assert r["heldout_loss"] == pytest.approx(sum(r["row_sums"]) / sum(r["row_counts"]))
+    summary = {s["arm"]: s for s in v.manifest["stats"]["summary"]}
+    assert set(summary) == {"length", "random", "base", "random-tokens:length"}
+    assert "vs_random" not in summary["random"] and "vs_random" in summary["length"]
+    sums = np.array([by["length", s]["row_sums"] for s in (0, 1)])
+    cnts = np.array([by["length", s]["row_counts"] for s in (0, 1)])
+    assert summary["length"]["mean"] == pytest.approx(
+        np.mean([a.sum() / b.sum() for a, b in zip(sums, cnts, strict=True)])
+    )
+    assert v.parents[0]["name"] == "pool" and v.parents[1]["name"] == "heldout"
+
+
+def test_rerun_trains_nothing_and_a_killed_compare_resumes(setup, monkeypatch):
+    store, model = setup
+    real_sft, calls = curate.train.sft, []
+
+    def counting(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed in the third training run
+        return real_sft(*a, **k)
+
+    monkeypatch.setattr(curate.train, "sft", counting)
+    with pytest.raises(KeyboardInterrupt):
+        _run(store, model, arms=("length", "random"))
+    assert len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(curate.train, "sft", lambda *a, **k: calls.append(1) or real_sft(*a, **k))
+    v = _run(store, model, arms=("length", "random"))
+    assert len(calls) == 2  # the two finished runs came from the cache: only the killed one and the last trained
+    calls.clear()
+    assert _run(store, model, arms=("length", "random")).id == v.id and calls == []
+    again = _run(store, model, name="cmp-again", arms=("length", "random"))  # a new name: every run is cached
+    assert calls == [] and again.to_pylist()[0]["heldout_loss"] == v.to_pylist()[0]["heldout_loss"]
+    more = _run(store, model, name="cmp-3", arms=("length", "random"), seeds=3)  # adding a seed trains only it
+    assert len(calls) == 2 and len(more) == 6
+
+
+def test_summary_golden():
+    runs = [
+        Run("random", 0, None, 10, np.array([1.0, 2.0, 3.0]), np.array([1, 2, 3])),
+        Run("random", 1, None, 10, np.array([2.0, 2.0, 3.0]), np.array([1, 2, 3])),
+        Run("fisher", 0, None, 12, np.array([0.5, 1.0, 1.5]), np.array([1, 2, 3])),
+        Run("fisher", 1, None, 12, np.array([0.5, 1.0, 3.0]), np.array([1, 2, 3])),
+    ]
+    out = {s["arm"]: s for s in summarise(runs, n_boot=500, seed=3)}
+    assert out["random"]["mean"] == pytest.approx((6 / 6 + 7 / 6) / 2)
+    assert out["fisher"]["mean"] == pytest.approx((3 / 6 + 4.5 / 6) / 2)
+    s = lambda arm: np.array([r.sums for r in runs if r.arm == arm])  # noqa: E731
+    c = np.array([[1, 2, 3], [1, 2, 3]])
+    ci = bootstrap_interval(s("fisher"), c, n_boot=500, seed=3)
+    assert (out["fisher"]["ci_low"], out["fisher"]["ci_high"]) == (ci.low, ci.high)
+    d = paired_difference(s("fisher"), c, s("random"), c, n_boot=500, seed=3)
+    assert out["fisher"]["vs_random"] == {"diff": d.value, "ci_low": d.low, "ci_high": d.high}
+    assert d.value == pytest.approx(out["fisher"]["mean"] - out["random"]["mean"])
+
+
+def test_bad_settings_are_one_line():
+    with pytest.raises(CurateError, match="--eval HELDOUT is required"):
+        CompareConfig()
+    with pytest.raises(CurateError, match="exactly one of --budget and --budget-tokens"):
+        CompareConfig(eval_ref="h", budget=None)
+    with pytest.raises(CurateError, match="lists an arm twice"):
+        CompareConfig(eval_ref="h", arms=("random", "random"))
+    with pytest.raises(CurateError, match="'lam' is not|is not one of --arms"):
+        CompareConfig(eval_ref="h", arms=("random",), arm_options=("fisher.lam=2",))
+    assert CompareConfig(eval_ref="h", arms=("fisher",), arm_options=("fisher.lam=2",)).arm_params() == {
+        "fisher": {"lam": 2}
+    }
