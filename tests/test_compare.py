@@ -119,3 +119,25 @@ def test_bad_settings_are_one_line():
     assert CompareConfig(eval_ref="h", arms=("fisher",), arm_options=("fisher.lam=2",)).arm_params() == {
         "fisher": {"lam": 2}
     }
+
+
+def test_length_selector_keeps_the_most_trained_tokens(tmp_path, tiny_model_path):
+    from curate.scoring import response_token_counts
+
+    words = [3, 9, 1, 9, 5]
+    rows = [
+        {"id": f"r{i}", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a " * w}]}
+        for i, w in enumerate(words)
+    ]
+    store = Store(tmp_path / "s")
+    v = curate.save(rows, name="pool", store=store)
+    counts = response_token_counts(v, tiny_model_path)
+    longest = curate.select(v, method="length", budget=3, model=tiny_model_path, name="long", store=store)
+    assert [r["id"] for r in longest.to_pylist()] == ["r1", "r3", "r4"]  # ties (r1, r3) keep input order
+    assert longest.to_pylist()[0]["length_score"] == counts[1]
+    short = curate.select(v, method="length", budget=2, shortest=True, model=tiny_model_path, store=store)
+    assert [r["id"] for r in short.to_pylist()] == ["r2", "r0"]
+    by_tokens = curate.select(
+        v, method="length", budget_tokens=int(counts[1] + counts[3]), model=tiny_model_path, store=store
+    )
+    assert [r["id"] for r in by_tokens.to_pylist()] == ["r1", "r3"]

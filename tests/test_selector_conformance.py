@@ -53,6 +53,7 @@ def params_for(method: str, model: str) -> dict:
         "difficulty": {},
         "dedup": {"level": "near"},
         "decontam": {"against": ("gsm8k",)},  # the built-in benchmark: ships with the package
+        "length": {"budget": 2, "model": model},
     }[method]
 
 
@@ -64,7 +65,7 @@ def rows_for(method: str, n: int, same: bool = False):
 
 def test_every_method_is_covered_here():
     assert sorted(SELECTORS) == sorted(
-        ["random", "fisher", "token-clean", "variance", "difficulty", "dedup", "decontam"]
+        ["random", "fisher", "token-clean", "variance", "difficulty", "dedup", "decontam", "length"]
     )
 
 
