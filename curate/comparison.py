@@ -19,8 +19,12 @@ per-run metrics keyed by selection id, training settings, seed and held-out vers
 nothing, a killed compare resumes at the run it was in, and adding a seed or an arm computes only that. Trained
 models go to ``<store>/cache/compare-runs/`` and are removed after scoring unless ``--keep-models``.
 
-Departures from the issue as filed (#16): held-out accuracy (``--reward``), the GRPO comparison, ``--engine ray``
-and the ``curate report`` page are not built yet; see the closing note of the session that added this file.
+With ``--reward R`` (rows with an ``answer``), accuracy is scored too: one greedy completion per held-out prompt
+(``--max-new-tokens``), correct when the reward is >= 0.5; it gets its own intervals and paired difference (higher
+is better), and is cached apart from the NLL, so asking for it later trains only runs whose model was removed.
+
+Not built yet (#16): the GRPO comparison of prompt selections, ``--engine ray`` across arms, the ``curate report``
+page and ``--json``. The version's parents are the pool and the held-out set; each row names its selection by ref.
 
     curate compare gsm8k-pool --arms fisher,random,random-tokens,longest --budget 32 --seeds 3 \\
         --eval gsm8k-heldout --model smollm2-135m --name cmp-gsm8k
@@ -78,6 +82,10 @@ class CompareConfig:
     """Rows per optimizer step of every run."""
     max_len: int = 512
     """Tokens per training row at most."""
+    reward: str | None = None
+    """Also score accuracy: greedy completions of the held-out prompts, a reward >= 0.5 counts as correct."""
+    max_new_tokens: int = 256
+    """Most new tokens per greedy held-out completion (with --reward)."""
     arm_options: tuple[str, ...] = ()
     """Selector options per arm as ARM.KEY=VALUE (e.g. fisher.lam=2), repeatable: ``--set fisher.lam=2``."""
     keep_models: bool = False
@@ -92,6 +100,10 @@ class CompareConfig:
             raise CurateError(f"compare: --arms lists an arm twice: {', '.join(self.arms)}")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise CurateError(f"compare: --seeds must be an integer >= 1, got {self.seeds!r}")
+        if self.reward is not None:
+            from curate.rewards import get_reward
+
+            get_reward(self.reward)  # an unknown reward fails here, before any selection or training
         if (self.budget is None) == (self.budget_tokens is None):
             raise CurateError("compare: give exactly one of --budget and --budget-tokens")
         self.arm_params()
@@ -124,10 +136,15 @@ class Run:
     trained_tokens: int
     sums: np.ndarray
     counts: np.ndarray
+    correct: np.ndarray | None = None  # per held-out row 1.0 / 0.0 with --reward
 
     @property
     def heldout_loss(self) -> float:
         return float(self.sums.sum() / self.counts.sum())
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.correct is None else float(self.correct.mean())
 
 
 def _budget(cls: type, config: CompareConfig) -> dict[str, Any]:
@@ -194,6 +211,8 @@ def compare(
     pool, heldout = s.load(ref), s.load(config.eval_ref)
     if "messages" not in heldout.columns:
         raise CurateError(f"{heldout.ref}: compare scores assistant tokens of 'messages'; the version has none")
+    if config.reward is not None and "answer" not in heldout.columns:
+        raise CurateError(f"{heldout.ref}: --reward scores completions against 'answer'; the version has none")
     services = services or {}  # what a selector may need from the operations layer (token-clean: a trainer)
     per_arm = config.arm_params()
     selectors = [a for a in config.arms if a not in CONTROLS]
@@ -269,30 +288,60 @@ def _run(
     metrics: RowCache,
     base_identity: str,
 ) -> Run:
-    """One (arm, seed): found in the metrics cache, else trained, scored and cached (the model is then removed)."""
+    """One (arm, seed): its metrics from the cache, else trained (or the base model), scored and cached; the model
+    is removed afterwards unless --keep-models. Each metric is cached on its own, so adding --reward scores only
+    accuracy (retraining when the model was removed)."""
     from curate.outputs import writing_store_cache
     from curate.train import SFTConfig, sft
     from curate.train.data import CONFIG_FILE
 
     settings = config.train_settings(seed) if selection is not None else {"base": base_identity}
     key = settings_key({"selection": selection.id if selection is not None else None, "train": settings})
-    if (hit := metrics.load([key]).get(key)) is not None:
-        sums, counts = np.asarray(hit["sums"], float), np.asarray(hit["counts"], np.int64)
-        return Run(arm, seed, selection, int(hit["trained_tokens"]), sums, counts)
-    if selection is None:
-        sums, counts = _score(heldout, config.model, masks, s)
-        trained = 0
-    else:
+    acc_key = settings_key({"run": key, "reward": config.reward, "max_new_tokens": config.max_new_tokens})
+    cached = metrics.load([key, acc_key])
+    nll, acc = cached.get(key), cached.get(acc_key) if config.reward else {}
+    if nll is None or acc is None:
         out = Path(str(s.root)) / "cache" / "compare-runs" / key
-        if not (out / CONFIG_FILE).exists():  # written last: a run killed after training is not trained again
-            with writing_store_cache():  # a killed run resumes from its last checkpoint
-                sft(selection, SFTConfig(**settings, out=str(out), resume=out.exists()), store=s)
-        sums, counts = _score(heldout, str(out), masks, s)
-        trained = _trained_tokens(selection, config.model)
-        if not config.keep_models:
+        if selection is None:
+            model = config.model
+        else:
+            model = str(out)
+            if not (out / CONFIG_FILE).exists():  # written last: a run killed after training is not trained again
+                with writing_store_cache():  # a killed run resumes from its last checkpoint
+                    sft(selection, SFTConfig(**settings, out=model, resume=out.exists()), store=s)
+        if nll is None:
+            sums, counts = _score(heldout, model, masks, s)
+            trained = _trained_tokens(selection, config.model) if selection is not None else 0
+            nll = {"key": key, "sums": sums.tolist(), "counts": counts.tolist(), "trained_tokens": trained}
+            metrics.write([nll])
+        if acc is None:
+            acc = {"key": acc_key, "correct": _accuracy(heldout, model, config).tolist()}
+            metrics.write([acc])
+        if selection is not None and not config.keep_models:
             shutil.rmtree(out, ignore_errors=True)
-    metrics.write([{"key": key, "sums": sums.tolist(), "counts": counts.tolist(), "trained_tokens": trained}])
-    return Run(arm, seed, selection, trained, sums, counts)
+    correct = np.asarray(acc["correct"], float) if config.reward else None
+    sums, counts = np.asarray(nll["sums"], float), np.asarray(nll["counts"], np.int64)
+    return Run(arm, seed, selection, int(nll["trained_tokens"]), sums, counts, correct)
+
+
+def _accuracy(heldout: Version, model: str, config: CompareConfig) -> np.ndarray:
+    """1.0 where the greedy completion of a held-out prompt earns a reward >= 0.5 against its answer, else 0.0."""
+    from curate.generation import Sampling, make_generator
+    from curate.records import prompt_of
+    from curate.rewards import call_reward, get_reward
+
+    rows = heldout.to_pylist()
+    if any(r.get("answer") is None for r in rows):
+        raise CurateError(f"{heldout.ref}: --reward needs an 'answer' in every held-out row")
+    fn = get_reward(config.reward)
+    prompts = [r.get("prompt") or prompt_of(r["messages"]) for r in rows]
+    sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=config.max_new_tokens, seed=0)
+    outs = make_generator("hf", model).generate(prompts, n=1, sampling=sampling)
+    rewards = [
+        call_reward(fn, config.reward, o[0].text, r["answer"], {}, f"{heldout.ref}: row {r['id']}")
+        for o, r in zip(outs, rows, strict=True)
+    ]
+    return (np.asarray(rewards, float) >= 0.5).astype(float)
 
 
 def _tables(runs: list[Run], config: CompareConfig) -> tuple[pa.Table, list[dict[str, Any]]]:
@@ -305,6 +354,10 @@ def _tables(runs: list[Run], config: CompareConfig) -> tuple[pa.Table, list[dict
             "rows": pa.array([len(r.selection) if r.selection is not None else 0 for r in runs], pa.int64()),
             "trained_tokens": pa.array([r.trained_tokens for r in runs], pa.int64()),
             "heldout_loss": pa.array([r.heldout_loss for r in runs], pa.float64()),
+            "accuracy": pa.array([r.accuracy for r in runs], pa.float64()),
+            "row_correct": pa.array(
+                [None if r.correct is None else r.correct.tolist() for r in runs], pa.list_(pa.float64())
+            ),
             "row_sums": pa.array([r.sums.tolist() for r in runs], pa.list_(pa.float64())),
             "row_counts": pa.array([r.counts.tolist() for r in runs], pa.list_(pa.int64())),
         }
@@ -313,18 +366,20 @@ def _tables(runs: list[Run], config: CompareConfig) -> tuple[pa.Table, list[dict
 
 
 def summarise(runs: list[Run], *, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """Per arm: mean over seeds, its 95% interval, and the paired difference to ``random`` (when it ran)."""
+    """Per metric and arm: the mean over seeds, its 95% interval, and the paired difference to ``random`` (when it
+    ran). ``heldout_loss`` always; ``accuracy`` when the runs have it."""
     arms = list(dict.fromkeys(r.arm for r in runs))
-    data = {
-        a: (np.stack([r.sums for r in runs if r.arm == a]), np.stack([r.counts for r in runs if r.arm == a]))
-        for a in arms
-    }
+    metrics = {"heldout_loss": lambda r: (r.sums, r.counts)}
+    if all(r.correct is not None for r in runs):
+        metrics["accuracy"] = lambda r: (r.correct, np.ones_like(r.correct))
     out = []
-    for a in arms:
-        ci = bootstrap_interval(*data[a], n_boot=n_boot, seed=seed)
-        row: dict[str, Any] = {"arm": a, "mean": ci.value, "ci_low": ci.low, "ci_high": ci.high}
-        if "random" in data and a != "random":
-            d = paired_difference(*data[a], *data["random"], n_boot=n_boot, seed=seed)
-            row["vs_random"] = {"diff": d.value, "ci_low": d.low, "ci_high": d.high}
-        out.append(row)
+    for metric, get in metrics.items():
+        data = {a: tuple(np.stack(x) for x in zip(*(get(r) for r in runs if r.arm == a), strict=True)) for a in arms}
+        for a in arms:
+            ci = bootstrap_interval(*data[a], n_boot=n_boot, seed=seed)
+            row: dict[str, Any] = {"metric": metric, "arm": a, "mean": ci.value, "ci_low": ci.low, "ci_high": ci.high}
+            if "random" in data and a != "random":
+                d = paired_difference(*data[a], *data["random"], n_boot=n_boot, seed=seed)
+                row["vs_random"] = {"diff": d.value, "ci_low": d.low, "ci_high": d.high}
+            out.append(row)
     return out

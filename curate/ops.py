@@ -337,18 +337,13 @@ def compare(ref: str | Version, *, name: str, store: Store | str | None = None, 
 
 
 def _compare_line(v: Version, params: dict[str, Any]) -> str:
-    lines = [f"{v.ref} id={v.id} runs={len(v)}  (held-out token-mean NLL, lower is better; 95% intervals)"]
+    lines = [f"{v.ref} id={v.id} runs={len(v)}  (heldout_loss: token-mean NLL, lower is better; 95% intervals)"]
     for row in v.manifest.get("stats", {}).get("summary", []):
-        line = f"  {row['arm']:<24} {row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+        line = f"  {row['metric']:<12} {row['arm']:<24} {row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
         if "vs_random" in row:
-            d = row["vs_random"]
-            verdict = (
-                "beats random"
-                if d["ci_high"] < 0
-                else "worse than random"
-                if d["ci_low"] > 0
-                else "no clear difference"
-            )
+            d, lower = row["vs_random"], row["metric"] == "heldout_loss"  # lower loss is better, higher accuracy
+            better, worse = (d["ci_high"] < 0, d["ci_low"] > 0) if lower else (d["ci_low"] > 0, d["ci_high"] < 0)
+            verdict = "beats random" if better else "worse than random" if worse else "no clear difference"
             line += f"  vs random {d['diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] {verdict}"
         lines.append(line)
     return "\n".join(lines)

@@ -51,6 +51,8 @@ def test_structure_controls_and_summary(setup):
     assert by["base", 0]["heldout_loss"] == by["base", 1]["heldout_loss"] and by["base", 0]["trained_tokens"] == 0
     for r in rows:
         assert r["heldout_loss"] == pytest.approx(sum(r["row_sums"]) / sum(r["row_counts"]))
+    assert {s["metric"] for s in v.manifest["stats"]["summary"]} == {"heldout_loss"}  # no --reward: no accuracy
+    assert all(r["accuracy"] is None for r in rows)
     summary = {s["arm"]: s for s in v.manifest["stats"]["summary"]}
     assert set(summary) == {"length", "random", "base", "random-tokens:length"}
     assert "vs_random" not in summary["random"] and "vs_random" in summary["length"]
@@ -95,7 +97,7 @@ def test_summary_golden():
         Run("fisher", 0, None, 12, np.array([0.5, 1.0, 1.5]), np.array([1, 2, 3])),
         Run("fisher", 1, None, 12, np.array([0.5, 1.0, 3.0]), np.array([1, 2, 3])),
     ]
-    out = {s["arm"]: s for s in summarise(runs, n_boot=500, seed=3)}
+    out = {s["arm"]: s for s in summarise(runs, n_boot=500, seed=3) if s["metric"] == "heldout_loss"}
     assert out["random"]["mean"] == pytest.approx((6 / 6 + 7 / 6) / 2)
     assert out["fisher"]["mean"] == pytest.approx((3 / 6 + 4.5 / 6) / 2)
     s = lambda arm: np.array([r.sums for r in runs if r.arm == arm])  # noqa: E731
@@ -141,3 +143,34 @@ def test_length_selector_keeps_the_most_trained_tokens(tmp_path, tiny_model_path
         v, method="length", budget_tokens=int(counts[1] + counts[3]), model=tiny_model_path, store=store
     )
     assert [r["id"] for r in by_tokens.to_pylist()] == ["r1", "r3"]
+
+
+def even_length(completion: str, answer: object, **row: object) -> float:
+    """A reward for the test: 1 when the completion has an even number of characters."""
+    return float(len(completion) % 2 == 0)
+
+
+def test_accuracy_with_a_reward(setup, monkeypatch):
+    store, model = setup
+    with pytest.raises(CurateError, match="heldout@v1: --reward scores completions against 'answer'"):
+        _run(store, model, arms=("random",), reward="exact")
+    curate.sample("sample-math", n=3, seed=7, name="heldout", store=store)  # heldout@v2: prompt, answer, messages
+    v = _run(store, model, arms=("random", "base"), reward="tests.test_compare:even_length", max_new_tokens=5)
+    rows = v.to_pylist()
+    for r in rows:
+        assert len(r["row_correct"]) == 3 and set(r["row_correct"]) <= {0.0, 1.0}
+        assert r["accuracy"] == pytest.approx(sum(r["row_correct"]) / 3)
+    acc = {s["arm"]: s for s in v.manifest["stats"]["summary"] if s["metric"] == "accuracy"}
+    assert set(acc) == {"random", "base"} and "vs_random" in acc["base"]
+    base = [r for r in rows if r["arm"] == "base"]
+    assert base[0]["row_correct"] == base[1]["row_correct"]  # greedy: the same model answers the same
+    # the NLL of every run was cached by the first compare: asking for accuracy again trains nothing new
+    calls = []
+    real = curate.train.sft
+    monkeypatch.setattr(curate.train, "sft", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = _run(
+        store, model, name="cmp-b", arms=("random", "base"), reward="tests.test_compare:even_length", max_new_tokens=5
+    )
+    assert calls == [] and [r["accuracy"] for r in again.to_pylist()] == [r["accuracy"] for r in rows]
+    with pytest.raises(CurateError, match="reward"):
+        CompareConfig(eval_ref="h", reward="nosuch")
