@@ -23,8 +23,12 @@ With ``--reward R`` (rows with an ``answer``), accuracy is scored too: one greed
 (``--max-new-tokens``), correct when the reward is >= 0.5; it gets its own intervals and paired difference (higher
 is better), and is cached apart from the NLL, so asking for it later trains only runs whose model was removed.
 
-Not built yet (#16): the GRPO comparison of prompt selections, ``--engine ray`` across arms, the ``curate report``
-page and ``--json``. The version's parents are the pool and the held-out set; each row names its selection by ref.
+RL: ``--trainer grpo --reward R`` compares prompt selections (e.g. ``difficulty`` against ``random`` prompts): every
+run is the same number of GRPO steps (``--steps``, ``--group`` completions per prompt), and the metric is the mean
+reward of one greedy completion per held-out prompt (``heldout_reward``, higher is better).
+
+Not built yet (#16): ``--engine ray`` across arms, the ``curate report`` page and ``--json``. The version's parents
+are the pool and the held-out set; each row names its selection by ref.
 
     curate compare gsm8k-pool --arms fisher,random,random-tokens,longest --budget 32 --seeds 3 \\
         --eval gsm8k-heldout --model smollm2-135m --name cmp-gsm8k
@@ -53,7 +57,7 @@ from curate.store import Store, Version, get_store, validate_name
 CONTROLS = ("random", "random-tokens", "longest", "full", "base")
 #: the selector each control runs (the others train on the pool or not at all)
 _CONTROL_METHOD = {"random": "random", "random-tokens": "random", "longest": "length"}
-METRICS_FORMAT = 1
+METRICS_FORMAT = 2
 
 
 @dataclass
@@ -83,9 +87,16 @@ class CompareConfig:
     max_len: int = 512
     """Tokens per training row at most."""
     reward: str | None = None
-    """Also score accuracy: greedy completions of the held-out prompts, a reward >= 0.5 counts as correct."""
+    """Score greedy completions of the held-out prompts: accuracy (a reward >= 0.5 is correct) after SFT, the mean
+    reward after GRPO (and GRPO's training reward)."""
     max_new_tokens: int = 256
-    """Most new tokens per greedy held-out completion (with --reward)."""
+    """Most new tokens per greedy held-out completion (with --reward), and per GRPO completion."""
+    trainer: str = "sft"
+    """Trainer of every run: sft (held-out NLL, accuracy with --reward) or grpo (held-out mean reward; --reward)."""
+    steps: int = 20
+    """GRPO steps of every run (--trainer grpo; SFT runs use --epochs / --max-steps)."""
+    group: int = 4
+    """Completions per prompt in a GRPO group (--trainer grpo)."""
     arm_options: tuple[str, ...] = ()
     """Selector options per arm as ARM.KEY=VALUE (e.g. fisher.lam=2), repeatable: ``--set fisher.lam=2``."""
     keep_models: bool = False
@@ -104,6 +115,8 @@ class CompareConfig:
             from curate.rewards import get_reward
 
             get_reward(self.reward)  # an unknown reward fails here, before any selection or training
+        if self.rl and self.reward is None:
+            raise CurateError(f"compare: --trainer {self.trainer} scores held-out reward: give --reward")
         if (self.budget is None) == (self.budget_tokens is None):
             raise CurateError("compare: give exactly one of --budget and --budget-tokens")
         self.arm_params()
@@ -121,7 +134,25 @@ class CompareConfig:
             out.setdefault(arm, {})[field] = options.parse_scalar(raw)
         return out
 
+    @property
+    def trainer_entry(self) -> Any:
+        from curate.train import TRAINERS
+
+        if self.trainer not in TRAINERS:
+            raise CurateError(f"compare: unknown --trainer {self.trainer!r} (available: {', '.join(TRAINERS)})")
+        return TRAINERS[self.trainer]
+
+    @property
+    def rl(self) -> bool:
+        """Whether the runs are RL (scored by held-out reward, not NLL)."""
+        return self.trainer_entry.rl
+
     def train_settings(self, seed: int) -> dict[str, Any]:
+        """The trainer config of one run (``out`` aside): the same for every arm."""
+        if self.rl:
+            keys = {"model": "model", "reward": "reward", "n": "group", "steps": "steps", "lr": "lr"}
+            rl = {k: getattr(self, v) for k, v in keys.items()}
+            return {**rl, "prompts_per_step": self.batch_size, "max_new_tokens": self.max_new_tokens, "seed": seed}
         keys = ("model", "epochs", "max_steps", "lr", "batch_size", "max_len")
         return {**{k: getattr(self, k) for k in keys}, "seed": seed}
 
@@ -134,17 +165,25 @@ class Run:
     seed: int
     selection: Version | None
     trained_tokens: int
-    sums: np.ndarray
-    counts: np.ndarray
-    correct: np.ndarray | None = None  # per held-out row 1.0 / 0.0 with --reward
+    sums: np.ndarray | None  # per held-out row: summed NLL of its assistant tokens (SFT runs)
+    counts: np.ndarray | None  # ... and their number
+    rewards: np.ndarray | None = None  # per held-out row: the reward of its greedy completion (with --reward)
 
     @property
-    def heldout_loss(self) -> float:
-        return float(self.sums.sum() / self.counts.sum())
+    def heldout_loss(self) -> float | None:
+        return None if self.sums is None else float(self.sums.sum() / self.counts.sum())
+
+    @property
+    def correct(self) -> np.ndarray | None:
+        return None if self.rewards is None else (self.rewards >= 0.5).astype(float)
 
     @property
     def accuracy(self) -> float | None:
-        return None if self.correct is None else float(self.correct.mean())
+        return None if self.rewards is None else float(self.correct.mean())
+
+    @property
+    def heldout_reward(self) -> float | None:
+        return None if self.rewards is None else float(self.rewards.mean())
 
 
 def _budget(cls: type, config: CompareConfig) -> dict[str, Any]:
@@ -209,7 +248,7 @@ def compare(
     s = get_store(store)
     validate_name(name)
     pool, heldout = s.load(ref), s.load(config.eval_ref)
-    if "messages" not in heldout.columns:
+    if not config.rl and "messages" not in heldout.columns:
         raise CurateError(f"{heldout.ref}: compare scores assistant tokens of 'messages'; the version has none")
     if config.reward is not None and "answer" not in heldout.columns:
         raise CurateError(f"{heldout.ref}: --reward scores completions against 'answer'; the version has none")
@@ -236,7 +275,7 @@ def compare(
     def compute() -> dict[str, Any]:
         from curate.models import resolve
 
-        masks = _heldout_masks(heldout, config.model)
+        masks = [] if config.rl else _heldout_masks(heldout, config.model)
         metrics = RowCache(s, "compare-metrics", settings_key({"format": METRICS_FORMAT, "heldout": heldout.id}))
         selected: dict[str, Version] = {}
         runs: list[Run] = []
@@ -292,40 +331,46 @@ def _run(
     is removed afterwards unless --keep-models. Each metric is cached on its own, so adding --reward scores only
     accuracy (retraining when the model was removed)."""
     from curate.outputs import writing_store_cache
-    from curate.train import SFTConfig, sft
     from curate.train.data import CONFIG_FILE
 
     settings = config.train_settings(seed) if selection is not None else {"base": base_identity}
-    key = settings_key({"selection": selection.id if selection is not None else None, "train": settings})
-    acc_key = settings_key({"run": key, "reward": config.reward, "max_new_tokens": config.max_new_tokens})
-    cached = metrics.load([key, acc_key])
-    nll, acc = cached.get(key), cached.get(acc_key) if config.reward else {}
-    if nll is None or acc is None:
+    what = {"selection": selection.id if selection is not None else None, "train": settings}
+    if config.rl:
+        what["trainer"] = config.trainer  # SFT keys stay as they were
+    key = settings_key(what)
+    reward_key = settings_key({"run": key, "reward": config.reward, "max_new_tokens": config.max_new_tokens})
+    cached = metrics.load([key, reward_key])
+    nll = {} if config.rl else cached.get(key)
+    scored = cached.get(reward_key) if config.reward else {}
+    if nll is None or scored is None:
         out = Path(str(s.root)) / "cache" / "compare-runs" / key
         if selection is None:
             model = config.model
         else:
             model = str(out)
             if not (out / CONFIG_FILE).exists():  # written last: a run killed after training is not trained again
+                entry = config.trainer_entry
                 with writing_store_cache():  # a killed run resumes from its last checkpoint
-                    sft(selection, SFTConfig(**settings, out=model, resume=out.exists()), store=s)
+                    entry.run(selection, entry.config(**settings, out=model, resume=out.exists()), store=s)
         if nll is None:
             sums, counts = _score(heldout, model, masks, s)
             trained = _trained_tokens(selection, config.model) if selection is not None else 0
             nll = {"key": key, "sums": sums.tolist(), "counts": counts.tolist(), "trained_tokens": trained}
             metrics.write([nll])
-        if acc is None:
-            acc = {"key": acc_key, "correct": _accuracy(heldout, model, config).tolist()}
-            metrics.write([acc])
+        if scored is None:
+            scored = {"key": reward_key, "rewards": _rewards(heldout, model, config).tolist()}
+            metrics.write([scored])
         if selection is not None and not config.keep_models:
             shutil.rmtree(out, ignore_errors=True)
-    correct = np.asarray(acc["correct"], float) if config.reward else None
+    rewards = np.asarray(scored["rewards"], float) if config.reward else None
+    if config.rl:
+        return Run(arm, seed, selection, 0, None, None, rewards)
     sums, counts = np.asarray(nll["sums"], float), np.asarray(nll["counts"], np.int64)
-    return Run(arm, seed, selection, int(nll["trained_tokens"]), sums, counts, correct)
+    return Run(arm, seed, selection, int(nll["trained_tokens"]), sums, counts, rewards)
 
 
-def _accuracy(heldout: Version, model: str, config: CompareConfig) -> np.ndarray:
-    """1.0 where the greedy completion of a held-out prompt earns a reward >= 0.5 against its answer, else 0.0."""
+def _rewards(heldout: Version, model: str, config: CompareConfig) -> np.ndarray:
+    """The reward of one greedy completion per held-out prompt, against its answer."""
     from curate.generation import Sampling, make_generator
     from curate.records import prompt_of
     from curate.rewards import call_reward, get_reward
@@ -341,7 +386,7 @@ def _accuracy(heldout: Version, model: str, config: CompareConfig) -> np.ndarray
         call_reward(fn, config.reward, o[0].text, r["answer"], {}, f"{heldout.ref}: row {r['id']}")
         for o, r in zip(outs, rows, strict=True)
     ]
-    return (np.asarray(rewards, float) >= 0.5).astype(float)
+    return np.asarray(rewards, float)
 
 
 def _tables(runs: list[Run], config: CompareConfig) -> tuple[pa.Table, list[dict[str, Any]]]:
@@ -355,23 +400,31 @@ def _tables(runs: list[Run], config: CompareConfig) -> tuple[pa.Table, list[dict
             "trained_tokens": pa.array([r.trained_tokens for r in runs], pa.int64()),
             "heldout_loss": pa.array([r.heldout_loss for r in runs], pa.float64()),
             "accuracy": pa.array([r.accuracy for r in runs], pa.float64()),
-            "row_correct": pa.array(
-                [None if r.correct is None else r.correct.tolist() for r in runs], pa.list_(pa.float64())
-            ),
-            "row_sums": pa.array([r.sums.tolist() for r in runs], pa.list_(pa.float64())),
-            "row_counts": pa.array([r.counts.tolist() for r in runs], pa.list_(pa.int64())),
+            "heldout_reward": pa.array([r.heldout_reward for r in runs], pa.float64()),
+            "row_sums": pa.array([_list(r.sums) for r in runs], pa.list_(pa.float64())),
+            "row_counts": pa.array([_list(r.counts) for r in runs], pa.list_(pa.int64())),
+            "row_rewards": pa.array([_list(r.rewards) for r in runs], pa.list_(pa.float64())),
         }
     )
-    return table, summarise(runs)
+    return table, summarise(runs, rl=config.rl)
 
 
-def summarise(runs: list[Run], *, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+def _list(a: np.ndarray | None) -> list | None:
+    return None if a is None else a.tolist()
+
+
+def summarise(runs: list[Run], *, rl: bool = False, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
     """Per metric and arm: the mean over seeds, its 95% interval, and the paired difference to ``random`` (when it
-    ran). ``heldout_loss`` always; ``accuracy`` when the runs have it."""
+    ran): ``heldout_loss`` for SFT runs, ``accuracy`` with rewards; ``heldout_reward`` for RL runs."""
     arms = list(dict.fromkeys(r.arm for r in runs))
-    metrics = {"heldout_loss": lambda r: (r.sums, r.counts)}
-    if all(r.correct is not None for r in runs):
-        metrics["accuracy"] = lambda r: (r.correct, np.ones_like(r.correct))
+    metrics: dict[str, Any] = {}
+    if not rl:
+        metrics["heldout_loss"] = lambda r: (r.sums, r.counts)
+    if all(r.rewards is not None for r in runs):
+        if rl:
+            metrics["heldout_reward"] = lambda r: (r.rewards, np.ones_like(r.rewards))
+        else:
+            metrics["accuracy"] = lambda r: (r.correct, np.ones_like(r.correct))
     out = []
     for metric, get in metrics.items():
         data = {a: tuple(np.stack(x) for x in zip(*(get(r) for r in runs if r.arm == a), strict=True)) for a in arms}

@@ -24,6 +24,11 @@ def setup(tmp_path, tiny_model_path, one_thread):
     return store, tiny_model_path
 
 
+def _patch_sft(monkeypatch, fn):
+    """Every compare run trains through the registry entry: count (or kill) its calls there."""
+    monkeypatch.setitem(curate.train.TRAINERS, "sft", curate.train.Trainer(curate.train.SFTConfig, fn))
+
+
 def _run(store, model, name="cmp", **kw):
     params = {"eval_ref": "heldout", "arms": ("length", "random", "random-tokens", "base"), "budget": 3, "seeds": 2}
     return curate.compare("pool", name=name, store=store, model=model, **SMALL, **{**params, **kw})
@@ -74,12 +79,12 @@ def test_rerun_trains_nothing_and_a_killed_compare_resumes(setup, monkeypatch):
             raise KeyboardInterrupt  # killed in the third training run
         return real_sft(*a, **k)
 
-    monkeypatch.setattr(curate.train, "sft", counting)
+    _patch_sft(monkeypatch, counting)
     with pytest.raises(KeyboardInterrupt):
         _run(store, model, arms=("length", "random"))
     assert len(calls) == 3
     calls.clear()
-    monkeypatch.setattr(curate.train, "sft", lambda *a, **k: calls.append(1) or real_sft(*a, **k))
+    _patch_sft(monkeypatch, lambda *a, **k: calls.append(1) or real_sft(*a, **k))
     v = _run(store, model, arms=("length", "random"))
     assert len(calls) == 2  # the two finished runs came from the cache: only the killed one and the last trained
     calls.clear()
@@ -158,19 +163,40 @@ def test_accuracy_with_a_reward(setup, monkeypatch):
     v = _run(store, model, arms=("random", "base"), reward="tests.test_compare:even_length", max_new_tokens=5)
     rows = v.to_pylist()
     for r in rows:
-        assert len(r["row_correct"]) == 3 and set(r["row_correct"]) <= {0.0, 1.0}
-        assert r["accuracy"] == pytest.approx(sum(r["row_correct"]) / 3)
+        assert len(r["row_rewards"]) == 3 and set(r["row_rewards"]) <= {0.0, 1.0}
+        assert r["accuracy"] == pytest.approx(sum(x >= 0.5 for x in r["row_rewards"]) / 3)
     acc = {s["arm"]: s for s in v.manifest["stats"]["summary"] if s["metric"] == "accuracy"}
     assert set(acc) == {"random", "base"} and "vs_random" in acc["base"]
     base = [r for r in rows if r["arm"] == "base"]
-    assert base[0]["row_correct"] == base[1]["row_correct"]  # greedy: the same model answers the same
+    assert base[0]["row_rewards"] == base[1]["row_rewards"]  # greedy: the same model answers the same
     # the NLL of every run was cached by the first compare: asking for accuracy again trains nothing new
     calls = []
     real = curate.train.sft
-    monkeypatch.setattr(curate.train, "sft", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _patch_sft(monkeypatch, lambda *a, **k: calls.append(1) or real(*a, **k))
     again = _run(
         store, model, name="cmp-b", arms=("random", "base"), reward="tests.test_compare:even_length", max_new_tokens=5
     )
     assert calls == [] and [r["accuracy"] for r in again.to_pylist()] == [r["accuracy"] for r in rows]
     with pytest.raises(CurateError, match="reward"):
         CompareConfig(eval_ref="h", reward="nosuch")
+
+
+def test_rl_compares_prompt_selections_by_heldout_reward(tmp_path, tiny_model_path, one_thread):
+    store = Store(tmp_path / "store")
+    curate.sample("sample-math", n=6, name="prompts", store=store)
+    curate.sample("sample-math", n=3, seed=9, name="heldout", store=store)
+    params = {"eval_ref": "heldout", "arms": ("random", "base"), "budget": 2, "seeds": 2, "trainer": "grpo"}
+    with pytest.raises(CurateError, match="--trainer grpo scores held-out reward: give --reward"):
+        curate.compare("prompts", name="rl", store=store, model=tiny_model_path, **params)
+    kw = {"reward": "tests.test_compare:even_length", "steps": 1, "group": 2, "batch_size": 2, "max_new_tokens": 4}
+    v = curate.compare("prompts", name="rl", store=store, model=tiny_model_path, **params, **kw)
+    rows = v.to_pylist()
+    assert [(r["arm"], r["seed"]) for r in rows] == [("random", 0), ("random", 1), ("base", 0), ("base", 1)]
+    for r in rows:
+        assert r["heldout_loss"] is None and r["row_sums"] is None  # RL runs are not scored by NLL
+        assert r["heldout_reward"] == pytest.approx(sum(r["row_rewards"]) / 3)
+    summary = v.manifest["stats"]["summary"]
+    assert {s["metric"] for s in summary} == {"heldout_reward"}
+    assert [s["arm"] for s in summary] == ["random", "base"] and "vs_random" in summary[1]
+    with pytest.raises(CurateError, match="unknown --trainer 'ppo'"):
+        CompareConfig(eval_ref="h", trainer="ppo")

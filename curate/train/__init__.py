@@ -36,6 +36,7 @@ class Trainer:
 
     config: type
     run: Callable[..., TrainResult]
+    rl: bool = False  # trains from rewards on prompts (compared by held-out reward, not by held-out NLL)
 
     def finished(self, version: Any, config: Any) -> str | None:
         """The run folder when it holds a finished run of ``config`` on ``version`` (a recipe step then skips).
@@ -54,7 +55,7 @@ class Trainer:
         return str(config.out) if same else None
 
 
-TRAINERS: dict[str, Trainer] = {"sft": Trainer(SFTConfig, sft), "grpo": Trainer(GRPOConfig, grpo)}
+TRAINERS: dict[str, Trainer] = {"sft": Trainer(SFTConfig, sft), "grpo": Trainer(GRPOConfig, grpo, rl=True)}
 
 __all__ = [
     "TRAINERS",
