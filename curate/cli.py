@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import sys
 from typing import Any
@@ -100,8 +101,12 @@ def _op_command(group: typer.Typer, op: Any, choice: str | None = None) -> None:
         what = (f"{op.name} {choice}" if choice else f"--{variant.key} {kw[variant.key]}") if variant else op.name
         params = options.parse_flags(ctx.args, op.target(entry), what=what, aliases=dict(op.aliases))
         args = [kw.pop(op.input)] if op.input else []
+        as_json = kw.pop("as_json")
         result = op.fn(*args, **{k: v for k, v in kw.items() if v is not None}, **params)
-        print(op.summary(result, params))  # plain: data and trainer commands stay copy-pasteable
+        if as_json:  # one object on stdout, so scripts can chain
+            print(json.dumps(op.as_json(result), default=str))
+        else:
+            print(op.summary(result, params))  # plain: data and trainer commands stay copy-pasteable
 
     P = inspect.Parameter
     sig = [P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
@@ -114,6 +119,8 @@ def _op_command(group: typer.Typer, op: Any, choice: str | None = None) -> None:
         key = op.variant.key
         option = typer.Option(..., f"--{key}", is_eager=True, help=f"The {key} (see `curate methods`).")
         sig.append(P(key, P.KEYWORD_ONLY, annotation=str, default=option))
+    as_json = typer.Option(False, "--json", help="Print one JSON object (the new ref and id, ...) instead.")
+    sig.append(P("as_json", P.KEYWORD_ONLY, annotation=bool, default=as_json))
     callback.__signature__ = inspect.Signature(sig)  # type: ignore[attr-defined]
     callback.__annotations__ = {p.name: p.annotation for p in sig}
     # A subcommand's help is its implementation's own first docstring line (``sft``: "Fine-tune ...").

@@ -80,6 +80,8 @@ class Op:
     summary: Callable[[Any, dict[str, Any]], str] = lambda result, params: str(result)
     #: what a recipe step reports as its output: a version's ref, a run or export folder
     output: Callable[[Any], str] = lambda result: result.ref
+    #: what ``--json`` prints
+    as_json: Callable[[Any], dict[str, Any]] = lambda result: _version_json(result)
     #: a recipe step's finished result, if one is there (e.g. a trainer's run folder): the step is then skipped
     done: Callable[[Store, list[Any], Any, dict[str, Any]], str | None] | None = None
     #: what a recipe step adds to its parameters (e.g. an export step owns its folder: it may overwrite it)
@@ -109,6 +111,16 @@ def run(name: str, *args: Any, **kwargs: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ version summaries
+def _version_json(v: Version) -> dict[str, Any]:
+    return {"ref": v.ref, "name": v.name, "id": v.id, "rows": len(v), "stats": v.manifest.get("stats", {})}
+
+
+def _compare_json(v: Version) -> dict[str, Any]:
+    keep = ("arm", "seed", "rows", "trained_tokens", "heldout_loss", "accuracy", "heldout_reward")
+    runs = [{k: r[k] for k in keep if r.get(k) is not None} for r in v.to_pylist()]
+    return {"ref": v.ref, "id": v.id, "runs": runs, "summary": v.manifest.get("stats", {}).get("summary", [])}
+
+
 def _version_line(v: Version, params: dict[str, Any]) -> str:
     st = v.manifest.get("stats", {})
     if "layout" in st:
@@ -497,6 +509,7 @@ register(
         aliases={"eval": "eval_ref"},
         makes_version=False,
         summary=lambda result, params: f"done {result}",
+        as_json=lambda result: {"out": str(result.out), "metrics": result.metrics},
         output=lambda result: str(result.out),
         done=lambda store, args, entry, params: entry.finished(
             store.load(args[0]), _config(entry.config, None, params, "train")
@@ -514,6 +527,7 @@ register(
         recipe=_export_in_recipe,
         makes_version=False,
         summary=lambda result, params: f"wrote {result.out_dir}\n{result.note}",
+        as_json=lambda result: {"out": str(result.out_dir), "files": [str(f) for f in result.files]},
         output=lambda result: str(result.out_dir),
     )
 )
@@ -528,6 +542,7 @@ register(
         target=lambda entry: _compare_config(),
         aliases={"eval": "eval_ref", "set": "arm_options"},
         summary=_compare_line,
+        as_json=_compare_json,
     )
 )
 

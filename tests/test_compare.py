@@ -67,6 +67,14 @@ def test_structure_controls_and_summary(setup):
         np.mean([a.sum() / b.sum() for a, b in zip(sums, cnts, strict=True)])
     )
     assert v.parents[0]["name"] == "pool" and v.parents[1]["name"] == "heldout"
+    out = curate.ops.OPS["compare"].as_json(v)  # what `curate compare ... --json` prints
+    assert out["runs"][0] == {
+        "arm": "length", "seed": 0, "rows": 3, "trained_tokens": by["length", 0]["trained_tokens"],
+        "heldout_loss": by["length", 0]["heldout_loss"],
+    }  # fmt: skip
+    assert out["summary"] == v.manifest["stats"]["summary"] and set(out["summary"][1]) == {
+        "metric", "arm", "mean", "ci_low", "ci_high", "vs_random"
+    } - ({"vs_random"} if out["summary"][1]["arm"] == "random" else set())  # fmt: skip
 
 
 def test_rerun_trains_nothing_and_a_killed_compare_resumes(setup, monkeypatch):

@@ -3,6 +3,7 @@ call each: the three then run through the Python API, a recipe and the CLI, with
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -81,6 +82,14 @@ def test_cli(tmp_path):
     assert r.returncode == 0 and "head@v1" in r.stdout and "kept 1, dropped 3" in r.stdout
     r = cli("shout", "head", "--suffix", "?")
     assert r.returncode == 0 and r.stdout.startswith("head-shout@v1")
+    r = cli("shout", "head", "--suffix", "?", "--json")  # every op prints one JSON object with --json
+    assert json.loads(r.stdout) == {
+        "ref": "head-shout@v1",
+        "name": "head-shout",
+        "id": json.loads(r.stdout)["id"],
+        "rows": 1,
+        "stats": {},
+    }
     assert "--suffix" in cli("shout", "--help").stdout
     r = cli("export", "head-shout", "--format", "toy-tsv", "--out", "tsv", "--header")
     assert r.returncode == 0, r.stderr
