@@ -57,7 +57,7 @@ from curate.store import Store, Version, get_store, validate_name
 CONTROLS = ("random", "random-tokens", "longest", "full", "base")
 #: the selector each control runs (the others train on the pool or not at all)
 _CONTROL_METHOD = {"random": "random", "random-tokens": "random", "longest": "length"}
-METRICS_FORMAT = 2
+METRICS_FORMAT = 1
 
 
 @dataclass
