@@ -196,13 +196,6 @@ def _budget(cls: type, config: CompareConfig) -> dict[str, Any]:
     return {"budget": config.budget} if "budget" in names else {}
 
 
-def _select(store: Store, pool: Version, method: str, name: str, params: dict[str, Any], services: dict) -> Version:
-    """Run one selection; a selector that reads a model reads the compared one unless told otherwise."""
-    from curate.selectors import run_selector
-
-    return run_selector(pool, method=method, name=name, store=store, services=services, **params)
-
-
 def _trained_tokens(version: Version, model: str) -> int:
     from curate.scoring import response_token_counts
 
@@ -274,7 +267,9 @@ def compare(
 
     def compute() -> dict[str, Any]:
         from curate.models import resolve
+        from curate.selectors import get_selector, run_selector
 
+        base_identity = resolve(config.model).identity
         masks = [] if config.rl else _heldout_masks(heldout, config.model)
         metrics = RowCache(s, "compare-metrics", settings_key({"format": METRICS_FORMAT, "heldout": heldout.id}))
         selected: dict[str, Version] = {}
@@ -290,16 +285,17 @@ def compare(
                         target = selected[arm.split(":", 1)[1]]
                         params = {**params, "budget_tokens": _trained_tokens(target, config.model)}
                     else:
-                        params = {**_budget(_selector_class(method), config), **params}
-                    if "model" in {p.name for p in options.params_of(_selector_class(method))}:
+                        params = {**_budget(get_selector(method), config), **params}
+                    # a selector that reads a model reads the compared one unless told otherwise
+                    if "model" in {p.name for p in options.params_of(get_selector(method))}:
                         params.setdefault("model", config.model)
                     label = arm.replace(":", "-")
                     suffix = f"-s{seed}" if "seed" in params else ""
-                    selection = _select(s, pool, method, f"{name}-{label}{suffix}", params, services)
+                    selection = run_selector(
+                        pool, method=method, name=f"{name}-{label}{suffix}", store=s, services=services, **params
+                    )
                     selected.setdefault(arm, selection)
-                runs.append(
-                    _run(s, config, arm, seed, selection, heldout, masks, metrics, resolve(config.model).identity)
-                )
+                runs.append(_run(s, config, arm, seed, selection, heldout, masks, metrics, base_identity))
                 advance()
         # The selections are named by ref in each row; the version's parents are the pool and the held-out set,
         # which (with the config) determine every selection, so they are what the id hashes.
@@ -308,12 +304,6 @@ def compare(
         return {"table": table, "stats": {"summary": summary}, "timings": timings}
 
     return s.materialise(name, [pool, heldout], op, compute)
-
-
-def _selector_class(method: str) -> type:
-    from curate.selectors import get_selector
-
-    return get_selector(method)
 
 
 def _run(

@@ -435,14 +435,6 @@ _FORMAT = Variant("format", _formats, label="export format")
 _NAME = Key("name", str | None, help="Output dataset name.")
 
 
-def _import_target(entry: Any) -> Any:
-    return import_data
-
-
-def _sample_target(entry: Any) -> Any:
-    return sample
-
-
 register(
     Op(
         "import",
@@ -450,7 +442,7 @@ register(
         "Import data into canonical columns as a new version.",
         input="source",
         keys=(Key("name", str, help="Dataset name in the store.", required=True),),
-        target=_import_target,
+        target=lambda entry: import_data,
         aliases={"map": "mapping"},
         summary=_version_line,
     )
@@ -462,7 +454,7 @@ register(
         "Write a built-in sample dataset (sample-sft or sample-math) into the store.",
         input="which",
         keys=(Key("name", str | None, help="Dataset name (default: the sample's name)."),),
-        target=_sample_target,
+        target=lambda entry: sample,
         summary=_version_line,
     )
 )
