@@ -27,8 +27,11 @@ RL: ``--trainer grpo --reward R`` compares prompt selections (e.g. ``difficulty`
 run is the same number of GRPO steps (``--steps``, ``--group`` completions per prompt), and the metric is the mean
 reward of one greedy completion per held-out prompt (``heldout_reward``, higher is better).
 
-Not built yet (#16): ``--engine ray`` across arms, the ``curate report`` page and ``--json``. The version's parents
-are the pool and the held-out set; each row names its selection by ref.
+Each run's wall times are kept (``select_s`` from its selection's manifest, ``train_s``, ``score_s``), and
+``curate report`` on a compare version draws each arm's metric with its interval and the metric against trained
+tokens. ``--engine ray --num-workers N`` trains and scores the runs on N Ray workers at once (one run per worker;
+the selections are made on the driver first); the numbers, the version id and the cache are the local engine's.
+The version's parents are the pool and the held-out set; each row names its selection by ref.
 
     curate compare gsm8k-pool --arms fisher,random,random-tokens,longest --budget 32 --seeds 3 \\
         --eval gsm8k-heldout --model smollm2-135m --name cmp-gsm8k
@@ -48,6 +51,7 @@ import pyarrow as pa
 
 from curate import options
 from curate.cache import RowCache, settings_key
+from curate.engine import Engine, TaskSpec, run_batches
 from curate.errors import CurateError
 from curate.progress import progress
 from curate.stats import bootstrap_interval, paired_difference
@@ -101,6 +105,9 @@ class CompareConfig:
     """Selector options per arm as ARM.KEY=VALUE (e.g. fisher.lam=2), repeatable: ``--set fisher.lam=2``."""
     keep_models: bool = False
     """Keep each run's trained model under <store>/cache/compare-runs (default: removed after scoring)."""
+    run: Engine = dataclasses.field(default_factory=Engine)
+    """Where the runs train and score (``curate.engine.Engine``: ``--engine ray --num-workers N`` runs N (arm,
+    seed) runs at once, one per worker); the selections are made here first. Does not change any result or id."""
 
     def __post_init__(self) -> None:
         if not self.eval_ref:
@@ -168,6 +175,9 @@ class Run:
     sums: np.ndarray | None  # per held-out row: summed NLL of its assistant tokens (SFT runs)
     counts: np.ndarray | None  # ... and their number
     rewards: np.ndarray | None = None  # per held-out row: the reward of its greedy completion (with --reward)
+    select_s: float | None = None  # wall seconds: making the selection (from its manifest), training, scoring;
+    train_s: float | None = None  # None where not recorded (a cached metric from before times were kept, a run
+    score_s: float | None = None  # whose training a killed compare finished)
 
     @property
     def heldout_loss(self) -> float | None:
@@ -186,17 +196,29 @@ class Run:
         return None if self.rewards is None else float(self.rewards.mean())
 
 
-def _budget(cls: type, config: CompareConfig) -> dict[str, Any]:
-    """The budget keywords a selector takes: a row or a token budget, whichever it accepts."""
+def _budget(cls: type, config: CompareConfig, pool: Version) -> dict[str, Any]:
+    """The budget keywords a selector takes: a row or a token budget, whichever it accepts. A selector that takes
+    only a token budget (``token-clean``) gets, under a row budget B, the tokens B rows of the pool hold on average:
+    round(B * pool trained tokens / pool rows)."""
     names = {p.name for p in options.params_of(cls)}
     if config.budget_tokens is not None:
         if "budget_tokens" not in names:
             raise CurateError(f"compare: --method {cls.name} takes no --budget-tokens (options: {', '.join(names)})")
         return {"budget_tokens": config.budget_tokens}
-    return {"budget": config.budget} if "budget" in names else {}
+    if "budget" in names:
+        return {"budget": config.budget}
+    if "budget_tokens" in names and len(pool):
+        return {"budget_tokens": round(config.budget * _trained_tokens(pool, config.model) / len(pool))}
+    return {}
 
 
 def _trained_tokens(version: Version, model: str) -> int:
+    """Tokens SFT trains on: the labels that are not -100 when the version carries ``labels`` (a token selection),
+    else the assistant tokens of ``messages`` under ``model``'s chat template."""
+    if "labels" in version.columns:
+        labels = version.to_arrow().column("labels").combine_chunks()
+        flat = labels.flatten().to_numpy(zero_copy_only=False)
+        return int((flat != -100).sum())
     from curate.scoring import response_token_counts
 
     return int(response_token_counts(version, model).sum())
@@ -262,7 +284,7 @@ def compare(
                 plan.append((arm, seed, arm, dict(per_arm.get(arm, {}))))
     # A token-matched control needs its arm's selection first.
     plan.sort(key=lambda step: step[0].startswith("random-tokens:"))
-    recipe = {k: v for k, v in dataclasses.asdict(config).items() if k != "keep_models"}
+    recipe = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("keep_models", "run")}
     op = {"name": "compare", "config": recipe}
 
     def compute() -> dict[str, Any]:
@@ -272,31 +294,66 @@ def compare(
         base_identity = resolve(config.model).identity
         masks = [] if config.rl else _heldout_masks(heldout, config.model)
         metrics = RowCache(s, "compare-metrics", settings_key({"format": METRICS_FORMAT, "heldout": heldout.id}))
-        selected: dict[str, Version] = {}
-        runs: list[Run] = []
         t0 = time.perf_counter()
-        with progress(f"compare {len(plan)} runs", len(plan)) as advance:
-            for arm, seed, method, params in plan:
-                selection: Version | None
-                if method is None:
-                    selection = pool if arm == "full" else None
+        # 1. the selections, here and in order (a token-matched control needs its arm's selection first)
+        selected: dict[str, Version] = {}
+        steps: list[tuple[str, int, Version | None]] = []
+        for arm, seed, method, params in plan:
+            selection: Version | None
+            if method is None:
+                selection = pool if arm == "full" else None
+            else:
+                if arm.startswith("random-tokens:"):
+                    target = selected[arm.split(":", 1)[1]]
+                    params = {**params, "budget_tokens": _trained_tokens(target, config.model)}
                 else:
-                    if arm.startswith("random-tokens:"):
-                        target = selected[arm.split(":", 1)[1]]
-                        params = {**params, "budget_tokens": _trained_tokens(target, config.model)}
-                    else:
-                        params = {**_budget(get_selector(method), config), **params}
-                    # a selector that reads a model reads the compared one unless told otherwise
-                    if "model" in {p.name for p in options.params_of(get_selector(method))}:
-                        params.setdefault("model", config.model)
-                    label = arm.replace(":", "-")
-                    suffix = f"-s{seed}" if "seed" in params else ""
-                    selection = run_selector(
-                        pool, method=method, name=f"{name}-{label}{suffix}", store=s, services=services, **params
-                    )
-                    selected.setdefault(arm, selection)
-                runs.append(_run(s, config, arm, seed, selection, heldout, masks, metrics, base_identity))
-                advance()
+                    params = {**_budget(get_selector(method), config, pool), **params}
+                # a selector that reads a model (token-clean: the base it scores and fine-tunes a reference
+                # from) reads the compared one unless told otherwise
+                names = {p.name for p in options.params_of(get_selector(method))}
+                for key in ("model", "base"):
+                    if key in names:
+                        params.setdefault(key, config.model)
+                label = arm.replace(":", "-")
+                suffix = f"-s{seed}" if "seed" in params else ""
+                selection = run_selector(
+                    pool, method=method, name=f"{name}-{label}{suffix}", store=s, services=services, **params
+                )
+                selected.setdefault(arm, selection)
+            steps.append((arm, seed, selection))
+        # 2. the runs whose metrics are not cached: trained and scored, each metric cached as it arrives
+        keys = [_run_keys(config, sel, seed, base_identity) for _, seed, sel in steps]
+        cached = metrics.load({k for pair in keys for k in pair})
+        jobs: dict[str, dict[str, Any]] = {}
+        for (_, seed, sel), (key, reward_key) in zip(steps, keys, strict=True):
+            need_nll = not config.rl and key not in cached
+            need_reward = config.reward is not None and reward_key not in cached
+            if (need_nll or need_reward) and key not in jobs:
+                jobs[key] = {
+                    "store": str(s.root),
+                    "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "run"},
+                    "selection": None if sel is None else sel.ref,
+                    "heldout": heldout.ref,
+                    "seed": seed,
+                    "masks": masks,
+                    "key": key,
+                    "reward_key": reward_key,
+                    "nll": need_nll,
+                    "reward": need_reward,
+                }
+        if jobs:
+            spec = TaskSpec(_runs_batch, config.model)
+            with progress(f"compare: {len(jobs)} of {len(steps)} runs to train and score", len(jobs)) as advance:
+                batches = [([k], [job]) for k, job in jobs.items()]  # one run per batch: a worker each
+                for _, (nll, scored) in run_batches(batches, spec=spec, engine=config.run):
+                    for row in (nll, scored):  # one shard each: the two rows have different columns
+                        if row is not None:
+                            metrics.write([row])
+                            cached[row["key"]] = row
+                    advance()
+        runs = [
+            _make_run(arm, seed, sel, cached, pair, config) for (arm, seed, sel), pair in zip(steps, keys, strict=True)
+        ]
         # The selections are named by ref in each row; the version's parents are the pool and the held-out set,
         # which (with the config) determine every selection, so they are what the id hashes.
         table, summary = _tables(runs, config)
@@ -306,57 +363,87 @@ def compare(
     return s.materialise(name, [pool, heldout], op, compute)
 
 
-def _run(
-    s: Store,
-    config: CompareConfig,
-    arm: str,
-    seed: int,
-    selection: Version | None,
-    heldout: Version,
-    masks: list[np.ndarray],
-    metrics: RowCache,
-    base_identity: str,
-) -> Run:
-    """One (arm, seed): its metrics from the cache, else trained (or the base model), scored and cached; the model
-    is removed afterwards unless --keep-models. Each metric is cached on its own, so adding --reward scores only
-    accuracy (retraining when the model was removed)."""
-    from curate.outputs import writing_store_cache
-    from curate.train.data import CONFIG_FILE
-
+def _run_keys(config: CompareConfig, selection: Version | None, seed: int, base_identity: str) -> tuple[str, str]:
+    """The cache keys of one run's NLL and of its reward: the selection, the training settings with the seed (the
+    base model's identity for ``base``), the trainer for RL runs; the reward key adds the reward settings."""
     settings = config.train_settings(seed) if selection is not None else {"base": base_identity}
-    what = {"selection": selection.id if selection is not None else None, "train": settings}
+    what: dict[str, Any] = {"selection": selection.id if selection is not None else None, "train": settings}
     if config.rl:
         what["trainer"] = config.trainer  # SFT keys stay as they were
     key = settings_key(what)
-    reward_key = settings_key({"run": key, "reward": config.reward, "max_new_tokens": config.max_new_tokens})
-    cached = metrics.load([key, reward_key])
-    nll = {} if config.rl else cached.get(key)
-    scored = cached.get(reward_key) if config.reward else {}
-    if nll is None or scored is None:
-        out = Path(str(s.root)) / "cache" / "compare-runs" / key
-        if selection is None:
-            model = config.model
+    return key, settings_key({"run": key, "reward": config.reward, "max_new_tokens": config.max_new_tokens})
+
+
+def _runs_batch(state: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    """The engine's batch function: each job (one run) trained and scored; returns its (NLL row, reward row), None
+    for a metric that was cached. Runs in this process or on a Ray worker alike."""
+    from curate.store import get_store
+
+    return [_train_and_score(get_store(job["store"]), CompareConfig(**job["config"]), job) for job in jobs]
+
+
+def _train_and_score(s: Store, config: CompareConfig, job: dict[str, Any]) -> tuple[Any, Any]:
+    """One run: the model trained on the selection (or the base model), its held-out metrics with their wall
+    times; the model is removed afterwards unless --keep-models."""
+    from curate.outputs import writing_store_cache
+    from curate.train.data import CONFIG_FILE
+
+    selection = s.load(job["selection"]) if job["selection"] is not None else None
+    heldout = s.load(job["heldout"])
+    out = Path(str(s.root)) / "cache" / "compare-runs" / job["key"]
+    train_s: float | None = 0.0
+    if selection is None:
+        model = config.model
+    else:
+        model = str(out)
+        if (out / CONFIG_FILE).exists():  # written last: a run killed after training is not trained again
+            train_s = None  # its time was spent by the killed run
         else:
-            model = str(out)
-            if not (out / CONFIG_FILE).exists():  # written last: a run killed after training is not trained again
-                entry = config.trainer_entry
-                with writing_store_cache():  # a killed run resumes from its last checkpoint
-                    entry.run(selection, entry.config(**settings, out=model, resume=out.exists()), store=s)
-        if nll is None:
-            sums, counts = _score(heldout, model, masks, s)
-            trained = _trained_tokens(selection, config.model) if selection is not None else 0
-            nll = {"key": key, "sums": sums.tolist(), "counts": counts.tolist(), "trained_tokens": trained}
-            metrics.write([nll])
-        if scored is None:
-            scored = {"key": reward_key, "rewards": _rewards(heldout, model, config).tolist()}
-            metrics.write([scored])
-        if selection is not None and not config.keep_models:
-            shutil.rmtree(out, ignore_errors=True)
-    rewards = np.asarray(scored["rewards"], float) if config.reward else None
+            entry = config.trainer_entry
+            settings = config.train_settings(job["seed"])
+            t = time.perf_counter()
+            with writing_store_cache():  # a killed run resumes from its last checkpoint
+                entry.run(selection, entry.config(**settings, out=model, resume=out.exists()), store=s)
+            train_s = round(time.perf_counter() - t, 3)
+    nll = scored = None
+    if job["nll"]:
+        t = time.perf_counter()
+        masks = [np.asarray(m, bool) for m in job["masks"]]
+        sums, counts = _score(heldout, model, masks, s)
+        trained = _trained_tokens(selection, config.model) if selection is not None else 0
+        nll = {"key": job["key"], "sums": sums.tolist(), "counts": counts.tolist(), "trained_tokens": trained}
+        nll.update(train_s=train_s, score_s=round(time.perf_counter() - t, 3))
+    if job["reward"]:
+        t = time.perf_counter()
+        scored = {"key": job["reward_key"], "rewards": _rewards(heldout, model, config).tolist()}
+        scored.update(train_s=None if nll is not None else train_s, reward_s=round(time.perf_counter() - t, 3))
+    if selection is not None and not config.keep_models:
+        shutil.rmtree(out, ignore_errors=True)
+    return nll, scored
+
+
+def _make_run(
+    arm: str,
+    seed: int,
+    selection: Version | None,
+    cached: dict[str, Any],
+    keys: tuple[str, str],
+    config: CompareConfig,
+) -> Run:
+    """A run from its cached metrics, with its wall times (selection: from the selection's own manifest)."""
+    nll = {} if config.rl else cached[keys[0]]
+    scored = cached[keys[1]] if config.reward is not None else {}
+    made = selection is not None and arm != "full"  # the full pool was not selected by the compare
+    times = (selection.manifest.get("timings") or {}) if made else {}
+    select_s = round(sum(float(v) for v in times.values()), 3) if times else None
+    train_s = nll.get("train_s", scored.get("train_s"))
+    parts = [nll.get("score_s"), scored.get("reward_s")]
+    score_s = round(sum(p for p in parts if p is not None), 3) if any(p is not None for p in parts) else None
+    rewards = np.asarray(scored["rewards"], float) if config.reward is not None else None
     if config.rl:
-        return Run(arm, seed, selection, 0, None, None, rewards)
+        return Run(arm, seed, selection, 0, None, None, rewards, select_s, train_s, score_s)
     sums, counts = np.asarray(nll["sums"], float), np.asarray(nll["counts"], np.int64)
-    return Run(arm, seed, selection, int(nll["trained_tokens"]), sums, counts, rewards)
+    return Run(arm, seed, selection, int(nll["trained_tokens"]), sums, counts, rewards, select_s, train_s, score_s)
 
 
 def _rewards(heldout: Version, model: str, config: CompareConfig) -> np.ndarray:
@@ -391,6 +478,9 @@ def _tables(runs: list[Run], config: CompareConfig) -> tuple[pa.Table, list[dict
             "heldout_loss": pa.array([r.heldout_loss for r in runs], pa.float64()),
             "accuracy": pa.array([r.accuracy for r in runs], pa.float64()),
             "heldout_reward": pa.array([r.heldout_reward for r in runs], pa.float64()),
+            "select_s": pa.array([r.select_s for r in runs], pa.float64()),
+            "train_s": pa.array([r.train_s for r in runs], pa.float64()),
+            "score_s": pa.array([r.score_s for r in runs], pa.float64()),
             "row_sums": pa.array([_list(r.sums) for r in runs], pa.list_(pa.float64())),
             "row_counts": pa.array([_list(r.counts) for r in runs], pa.list_(pa.int64())),
             "row_rewards": pa.array([_list(r.rewards) for r in runs], pa.list_(pa.float64())),
@@ -401,6 +491,25 @@ def _tables(runs: list[Run], config: CompareConfig) -> tuple[pa.Table, list[dict
 
 def _list(a: np.ndarray | None) -> list | None:
     return None if a is None else a.tolist()
+
+
+#: metrics where lower is better (the others: higher is better)
+LOWER_IS_BETTER = ("heldout_loss",)
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """What a summary row's paired difference to random says: ``beats random`` or ``worse than random`` when its
+    95% interval excludes 0 (on the metric's better side or not), else ``no clear difference``; "" without one.
+
+    >>> verdict({"metric": "heldout_loss", "vs_random": {"diff": -0.05, "ci_low": -0.07, "ci_high": -0.04}})
+    'beats random'
+    """
+    d = row.get("vs_random")
+    if not d:
+        return ""
+    lower = row["metric"] in LOWER_IS_BETTER
+    better, worse = (d["ci_high"] < 0, d["ci_low"] > 0) if lower else (d["ci_low"] > 0, d["ci_high"] < 0)
+    return "beats random" if better else "worse than random" if worse else "no clear difference"
 
 
 def summarise(runs: list[Run], *, rl: bool = False, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:

@@ -116,7 +116,18 @@ def _version_json(v: Version) -> dict[str, Any]:
 
 
 def _compare_json(v: Version) -> dict[str, Any]:
-    keep = ("arm", "seed", "rows", "trained_tokens", "heldout_loss", "accuracy", "heldout_reward")
+    keep = (
+        "arm",
+        "seed",
+        "rows",
+        "trained_tokens",
+        "heldout_loss",
+        "accuracy",
+        "heldout_reward",
+        "select_s",
+        "train_s",
+        "score_s",
+    )
     runs = [{k: r[k] for k in keep if r.get(k) is not None} for r in v.to_pylist()]
     return {"ref": v.ref, "id": v.id, "runs": runs, "summary": v.manifest.get("stats", {}).get("summary", [])}
 
@@ -349,14 +360,14 @@ def compare(ref: str | Version, *, name: str, store: Store | str | None = None, 
 
 
 def _compare_line(v: Version, params: dict[str, Any]) -> str:
+    from curate.comparison import verdict
+
     lines = [f"{v.ref} id={v.id} runs={len(v)}  (heldout_loss: token-mean NLL, lower is better; 95% intervals)"]
     for row in v.manifest.get("stats", {}).get("summary", []):
         line = f"  {row['metric']:<12} {row['arm']:<24} {row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
         if "vs_random" in row:
-            d, lower = row["vs_random"], row["metric"] == "heldout_loss"  # lower loss is better, higher accuracy
-            better, worse = (d["ci_high"] < 0, d["ci_low"] > 0) if lower else (d["ci_low"] > 0, d["ci_high"] < 0)
-            verdict = "beats random" if better else "worse than random" if worse else "no clear difference"
-            line += f"  vs random {d['diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] {verdict}"
+            d = row["vs_random"]
+            line += f"  vs random {d['diff']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] {verdict(row)}"
         lines.append(line)
     return "\n".join(lines)
 

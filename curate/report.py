@@ -9,6 +9,12 @@ appear depends on what the version holds:
 - ``reward`` / ``advantage`` (rollouts): reward and advantage histograms;
 - ``labels`` (token cleaning): kept-token share per row;
 - ``task`` / ``difficulty`` (Condor): rows per task and difficulty;
+- a compare version (columns ``arm``, ``seed``, ``trained_tokens`` and a ``summary`` in its stats, from
+  ``curate compare``): a "Comparison" table first (per metric and arm: the mean with its 95% interval, the paired
+  difference to ``random`` with its interval and verdict, whether the arm's interval overlaps random's, mean
+  trained tokens, rows and wall seconds per run), then per metric each arm's mean with its interval as error bars
+  (random's interval shaded), and the metric against trained tokens, one point per run (not for RL compares,
+  which train on no counted tokens); its rows table shows every run, without the per-held-out-row lists;
 
 and always the lineage chain with each op's parameters, and a sample of rows.
 """
@@ -24,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.comparison import LOWER_IS_BETTER, verdict
 from curate.outputs import atomic_write, check_out, sweep_temps
 from curate.store import Store, Version
 
@@ -46,13 +53,13 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _figure():
+def _figure(height: float = 3.2):
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(5.2, 3.2))
+    return plt.subplots(figsize=(5.2, height))
 
 
 def _hist(title: str, series: dict[str, np.ndarray], xlabel: str, bins: int | np.ndarray = 30) -> str:
@@ -94,6 +101,184 @@ def _line(title: str, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str) ->
     return _png(fig)
 
 
+#: the row-matched control arm of ``curate compare``: the differences in a compare summary are to it
+_RANDOM = "random"
+#: a compare version's per-held-out-row lists: too long for the rows table
+_RUN_LISTS = ("row_sums", "row_counts", "row_rewards")
+#: a compare run's wall seconds, summed when a version records them
+_RUN_TIMES = ("select_s", "train_s", "score_s")
+_METRIC_LABELS = {"heldout_loss": "held-out NLL", "accuracy": "accuracy", "heldout_reward": "held-out reward"}
+
+
+def _metric_label(metric: str) -> str:
+    return _METRIC_LABELS.get(metric, metric)
+
+
+def _title(metric: str) -> str:
+    label = _metric_label(metric)
+    return label[:1].upper() + label[1:]
+
+
+def _direction(metric: str) -> str:
+    return "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+
+
+def _fmt(x: float) -> str:
+    """Four significant digits, trailing zeros kept so a column reads evenly (``5.560``, ``6.139e-05``)."""
+    return f"{x:#.4g}"
+
+
+def _comparison_summary(version: Version) -> list[dict[str, Any]] | None:
+    """The summary rows of a compare version (one per metric and arm), or None when ``version`` is not one: it has
+    the columns ``arm``, ``seed``, ``trained_tokens`` and a ``summary`` list in its stats."""
+    if not {"arm", "seed", "trained_tokens"} <= set(version.columns):
+        return None
+    summary = (version.manifest.get("stats") or {}).get("summary")
+    return summary if isinstance(summary, list) and summary else None
+
+
+def _runs_by_arm(version: Version) -> dict[str, list[dict[str, Any]]]:
+    keep = [c for c in version.columns if c not in _RUN_LISTS]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for run in version.to_arrow().select(keep).to_pylist():
+        out.setdefault(run["arm"], []).append(run)
+    return out
+
+
+def _wall_s(run: dict[str, Any]) -> float | None:
+    parts = [run[c] for c in _RUN_TIMES if run.get(c) is not None]
+    return float(sum(parts)) if parts else None
+
+
+def _overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
+
+
+def _comparison_html(version: Version) -> str:
+    """The "Comparison" section of a compare version's page ("" for any other version): one line saying which
+    direction is better for each metric, the table of arms, and a plain sentence naming the arms whose interval
+    overlaps random's."""
+    summary = _comparison_summary(version)
+    if summary is None:
+        return ""
+    runs = _runs_by_arm(version)
+    timed = any(c in version.columns for c in _RUN_TIMES)
+    metrics = list(dict.fromkeys(r["metric"] for r in summary))
+    random = {r["metric"]: r for r in summary if r["arm"] == _RANDOM}
+    esc = html.escape
+    parts = [
+        "<h2>Comparison</h2>",
+        "<p>"
+        + "; ".join(f"{esc(_metric_label(m))} (<code>{esc(m)}</code>): {_direction(m)}" for m in metrics)
+        + ". Intervals are 95% bootstrap intervals over held-out rows and seeds; the difference to random is paired"
+        " (same held-out rows), so the verdict is read from its interval.</p>",
+        "<table><tr><th>metric</th><th>arm</th><th>mean [95% interval]</th><th>vs random [95% interval]</th>"
+        "<th>verdict</th><th>interval vs random's</th><th>runs</th><th>trained tokens (mean)</th><th>rows (mean)</th>"
+        + ("<th>wall s per run (select+train+score)</th>" if timed else "")
+        + "</tr>",
+    ]
+    overlapping: dict[str, list[str]] = {}
+    for row in summary:
+        metric, arm = row["metric"], row["arm"]
+        d = row.get("vs_random")
+        diff = f"{_fmt(d['diff'])} [{_fmt(d['ci_low'])}, {_fmt(d['ci_high'])}]" if d else ""
+        ref = random.get(metric)
+        overlap = ""
+        if ref is not None and arm != _RANDOM:
+            overlap = "overlaps" if _overlaps(row, ref) else "no overlap"
+            if overlap == "overlaps":
+                overlapping.setdefault(metric, []).append(arm)
+        arm_runs = runs.get(arm, [])
+        tokens = [r["trained_tokens"] for r in arm_runs]
+        n_rows = [r["rows"] for r in arm_runs if r.get("rows") is not None]
+        cells = [
+            esc(_metric_label(metric)),
+            esc(arm),
+            f"{_fmt(row['mean'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
+            diff,
+            esc(verdict(row)),
+            overlap,
+            str(len(arm_runs)),
+            f"{np.mean(tokens):,.0f}" if tokens else "",
+            f"{np.mean(n_rows):,.1f}" if n_rows else "",
+        ]
+        if timed:
+            walls = [w for w in map(_wall_s, arm_runs) if w is not None]
+            cells.append(f"{np.mean(walls):,.1f}" if walls else "not recorded")
+        parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    for metric, arms in overlapping.items():
+        which = (
+            f"the 95% interval of {arms[0]} overlaps"
+            if len(arms) == 1
+            else (f"the 95% intervals of {', '.join(arms[:-1])} and {arms[-1]} overlap")
+        )
+        parts.append(
+            f"<p>{esc(_title(metric))}: {esc(which)} random's. Overlap alone settles nothing: the verdict comes "
+            "from the paired difference, which can exclude 0 while the intervals overlap.</p>"
+        )
+    return "\n".join(parts)
+
+
+def _arm_colors(arms: list[str]) -> dict[str, str]:
+    return {a: f"C{i % 10}" for i, a in enumerate(arms)}
+
+
+def _interval_plot(metric: str, rows: list[dict[str, Any]], colors: dict[str, str]) -> str:
+    fig, ax = _figure(height=1.4 + 0.4 * len(rows))
+    ref = next((r for r in rows if r["arm"] == _RANDOM), None)
+    if ref is not None:
+        ax.axvspan(ref["ci_low"], ref["ci_high"], color="#999999", alpha=0.25)
+    for y, r in enumerate(rows):
+        err = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]]
+        ax.errorbar([r["mean"]], [y], xerr=err, fmt="o", capsize=4, color=colors[r["arm"]])
+    ax.set_yticks(range(len(rows)), [r["arm"] for r in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # first arm on top, as in the table
+    ax.set_title(f"{_title(metric)} per arm ({_direction(metric)})")
+    ax.set_xlabel(f"{metric}: mean and 95% interval" + (" (shaded: random's)" if ref is not None else ""))
+    return _png(fig)
+
+
+def _tokens_plot(metric: str, runs: dict[str, list[dict[str, Any]]], colors: dict[str, str]) -> str:
+    fig, ax = _figure()
+    for arm, arm_runs in runs.items():
+        pts = np.asarray([(r["trained_tokens"], r[metric]) for r in arm_runs if r.get(metric) is not None], float)
+        if not len(pts):
+            continue
+        ax.scatter(pts[:, 0], pts[:, 1], s=18, alpha=0.8, color=colors[arm], label=arm)
+        # hollow, so runs that land on their arm's mean (a deterministic arm's seeds often agree) stay visible
+        ax.scatter(*pts.mean(axis=0), s=110, marker="D", facecolors="none", edgecolors=colors[arm], linewidths=1.5)
+    ax.scatter([], [], s=60, marker="D", facecolors="none", edgecolors="black", label="arm mean")
+    ax.set_title(f"{_title(metric)} vs trained tokens ({_direction(metric)})")
+    ax.set_xlabel("trained tokens")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def _comparison_plots(version: Version) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) of a compare version's plots: per metric, each arm's mean with its 95% interval, and
+    the metric against trained tokens (one point per run, arm means as diamonds; none when no run counted trained
+    tokens, as in RL compares, or no run has the metric). Empty for any other version."""
+    summary = _comparison_summary(version)
+    if summary is None:
+        return []
+    runs = _runs_by_arm(version)
+    colors = _arm_colors(list(dict.fromkeys([*runs, *(r["arm"] for r in summary)])))
+    plots = []
+    metrics = list(dict.fromkeys(r["metric"] for r in summary))
+    for metric in metrics:
+        rows = [r for r in summary if r["metric"] == metric]
+        plots.append((f"Per-arm {_metric_label(metric)} with 95% intervals", _interval_plot(metric, rows, colors)))
+    counted = any(r["trained_tokens"] for arm_runs in runs.values() for r in arm_runs)
+    for metric in metrics:
+        has = any(r.get(metric) is not None for arm_runs in runs.values() for r in arm_runs)
+        if counted and has:
+            caption = f"{_title(metric)} vs trained tokens, one point per run"
+            plots.append((caption, _tokens_plot(metric, runs, colors)))
+    return plots
+
+
 def _counts(values: list[Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
@@ -115,7 +300,7 @@ def plots_for(version: Version) -> list[tuple[str, str]]:
     """(caption, base64 PNG) for every plot this version supports."""
     table = version.to_arrow()
     cols = set(table.column_names)
-    plots: list[tuple[str, str]] = []
+    plots = _comparison_plots(version)
     decisions = version.decisions()
     if decisions is not None and decisions.num_rows:
         d = decisions.to_pydict()
@@ -200,6 +385,7 @@ def render(version: Version, *, store: Store | None = None, sample_rows: int = 8
         f"<h1>{html.escape(version.ref)}</h1>",
         f"<p>id <code>{version.id}</code>, {len(version)} rows, created {version.manifest.get('created', '')}</p>",
     ]
+    parts.append(_comparison_html(version))
     stats = version.manifest.get("stats") or {}
     if stats:
         parts.append(f"<h2>Stats</h2><pre>{html.escape(json.dumps(stats, indent=1, default=str)[:4000])}</pre>")
@@ -218,9 +404,12 @@ def render(version: Version, *, store: Store | None = None, sample_rows: int = 8
             f"<td class='cell'>{_cell(op)}</td></tr>"
         )
     parts.append("</table><h2>Rows</h2>")
-    rows = version.to_arrow().slice(0, sample_rows).to_pylist()
+    compared = _comparison_summary(version) is not None
+    # a compare version has one short row per run: show every run and all its scalar columns
+    rows = version.to_arrow().slice(0, max(sample_rows, len(version)) if compared else sample_rows).to_pylist()
     if rows:
-        shown = [c for c in rows[0] if c not in ("input_ids", "labels", "token_scores")][:8]
+        hidden = ("input_ids", "labels", "token_scores", *(_RUN_LISTS if compared else ()))
+        shown = [c for c in rows[0] if c not in hidden][: None if compared else 8]
         parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in shown) + "</tr>")
         for r in rows:
             parts.append("<tr>" + "".join(f"<td class='cell'>{_cell(r[c])}</td>" for c in shown) + "</tr>")

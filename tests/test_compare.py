@@ -68,10 +68,17 @@ def test_structure_controls_and_summary(setup):
     )
     assert v.parents[0]["name"] == "pool" and v.parents[1]["name"] == "heldout"
     out = curate.ops.OPS["compare"].as_json(v)  # what `curate compare ... --json` prints
+    times = {k: out["runs"][0].pop(k) for k in ("select_s", "train_s", "score_s")}
     assert out["runs"][0] == {
         "arm": "length", "seed": 0, "rows": 3, "trained_tokens": by["length", 0]["trained_tokens"],
         "heldout_loss": by["length", 0]["heldout_loss"],
     }  # fmt: skip
+    # each run's wall times: the selection's (from its manifest), its training and its scoring
+    assert times["select_s"] == pytest.approx(
+        sum(store.load(by["length", 0]["selection"]).manifest["timings"].values()), abs=1e-3
+    )
+    assert times["train_s"] > 0 and times["score_s"] > 0
+    assert by["base", 0]["train_s"] == 0.0 and by["base", 0]["select_s"] is None
     assert out["summary"] == v.manifest["stats"]["summary"] and set(out["summary"][1]) == {
         "metric", "arm", "mean", "ci_low", "ci_high", "vs_random"
     } - ({"vs_random"} if out["summary"][1]["arm"] == "random" else set())  # fmt: skip

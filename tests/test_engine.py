@@ -12,6 +12,7 @@ import pytest
 import ray
 
 import curate
+import curate.train
 from curate.engine import Engine, TaskSpec, Worker, run_batches
 from curate.errors import CurateError
 from curate.generation import HFGenerator, _generate_batch
@@ -305,3 +306,35 @@ def test_bad_engine_settings():
         curate.rollout("x", engine="dask")
     with pytest.raises(CurateError, match="not an in-process function"):
         list(run_batches([(["k"], [1])], engine=Engine("ray"), fn=lambda xs: xs))
+
+
+def test_compare_runs_arms_on_ray_with_the_local_results_and_one_cache(tmp_path, tiny_model_path, one_thread):
+    """Each (arm, seed) run trains and scores on a Ray worker; the numbers, the version id and the metrics cache are
+    the local engine's, so a compare finished on Ray is free locally and the other way round."""
+    runs = {"epochs": 1, "max_steps": 1, "batch_size": 2, "max_len": 96, "model": tiny_model_path}
+    kw = {"eval_ref": "heldout", "arms": ("length", "random", "base"), "budget": 3, "seeds": 2, **runs}
+    versions = {}
+    for engine, where in (({}, "local"), (RAY, "ray")):
+        store = Store(tmp_path / where)
+        curate.sample("sample-sft", n=10, name="pool", store=store)
+        curate.sample("sample-sft", n=3, seed=7, name="heldout", store=store)
+        versions[where] = curate.compare("pool", name="cmp", store=store, **kw, **engine)
+    local, remote = (versions[w].to_pylist() for w in ("local", "ray"))
+    assert versions["local"].id == versions["ray"].id  # the engine never enters the recipe
+    assert [(r["arm"], r["seed"], r["trained_tokens"]) for r in local] == [
+        (r["arm"], r["seed"], r["trained_tokens"]) for r in remote
+    ]
+    for a, b in zip(local, remote, strict=True):
+        assert a["row_counts"] == b["row_counts"]
+        np.testing.assert_allclose(a["row_sums"], b["row_sums"], rtol=1e-5)
+        assert b["train_s"] is not None and b["score_s"] is not None
+    # the Ray run filled the cache: the same compare under another name, locally, trains nothing
+    calls = []
+    real = curate.train.TRAINERS["sft"]
+    counting = curate.train.Trainer(real.config, lambda *a, **k: calls.append(1) or real.run(*a, **k))
+    try:
+        curate.train.TRAINERS["sft"] = counting
+        again = curate.compare("pool", name="cmp2", store=tmp_path / "ray", **kw)
+    finally:
+        curate.train.TRAINERS["sft"] = real
+    assert calls == [] and [r["row_sums"] for r in again.to_pylist()] == [r["row_sums"] for r in remote]

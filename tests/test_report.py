@@ -1,7 +1,10 @@
-"""`curate report`: one self-contained page per kind of version, opened in headless Chromium."""
+"""`curate report`: one self-contained page per kind of version, opened in headless Chromium; a compare version's
+page (its Comparison table, per-arm intervals, metric vs trained tokens)."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -10,11 +13,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
+from PIL import Image
 
 import curate
-from curate.report import plots_for, write_report
+from curate.comparison import Run, summarise, verdict
+from curate.report import plots_for, render, write_report
+from curate.store import Store
+from tests.cli_helpers import run_cli
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -169,3 +177,173 @@ def test_probe_detects_a_broken_image(tmp_path, chromium):
     page = tmp_path / "broken.html"
     page.write_text("<html><body><img src='data:image/png;base64,AAAA'></body></html>")
     assert images_loaded(chromium, page) == [False]
+
+
+# ---------------------------------------------------------------------------------------------------- compare pages
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, tiny_model_path):
+    """A real ``curate compare`` on the tiny model: a deterministic arm, random and base, two seeds each."""
+    import torch
+
+    store = Store(tmp_path_factory.mktemp("cmp") / "store")
+    curate.sample("sample-sft", n=10, name="pool", store=store)
+    curate.sample("sample-sft", n=3, seed=7, name="heldout", store=store)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the one_thread fixture: a tiny model's ops only slow down across threads
+    try:
+        # one optimizer step of 2 rows of at most 96 tokens: the page, not the training, is under test
+        small = {"epochs": 1, "max_steps": 1, "batch_size": 2, "max_len": 96}
+        v = curate.compare(
+            "pool",
+            name="cmp",
+            store=store,
+            model=tiny_model_path,
+            eval_ref="heldout",
+            arms=("length", "random", "base"),
+            budget=3,
+            seeds=2,
+            **small,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return store, v
+
+
+def _interval(lo_mean_hi: tuple[float, float, float]) -> str:
+    mean, lo, hi = lo_mean_hi
+    return f"{mean:#.4g} [{lo:#.4g}, {hi:#.4g}]"
+
+
+def _images(text: str) -> list[Image.Image]:
+    out = []
+    for data in re.findall(r"src='data:image/png;base64,([^']+)'", text):
+        raw = base64.b64decode(data, validate=True)
+        assert raw.startswith(b"\x89PNG\r\n\x1a\n")
+        img = Image.open(io.BytesIO(raw))
+        img.load()  # decodes every pixel: a truncated PNG fails here
+        out.append(img)
+    return out
+
+
+def _overlaps(a: dict, b: dict) -> bool:
+    return a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]
+
+
+def test_compare_page_shows_the_summary_table_and_its_plots(compared, tmp_path):
+    store, v = compared
+    text = write_report(v.ref, tmp_path / "cmp.html", store=store).read_text()
+    summary = v.manifest["stats"]["summary"]
+    runs = v.to_pylist()
+    assert [s["arm"] for s in summary] == ["length", "random", "base"]
+    assert text.index("<h2>Comparison</h2>") < text.index("<h2>Plots</h2>")
+    assert "held-out NLL (<code>heldout_loss</code>): lower is better." in text
+    rand = summary[1]
+    for s in summary:
+        arm_runs = [r for r in runs if r["arm"] == s["arm"]]
+        d = s.get("vs_random")
+        diff = _interval((d["diff"], d["ci_low"], d["ci_high"])) if d else ""
+        overlap = "" if s is rand else "overlaps" if _overlaps(s, rand) else "no overlap"
+        tokens = np.mean([r["trained_tokens"] for r in arm_runs])
+        rows = np.mean([r["rows"] for r in arm_runs])
+        # wall seconds per run: selection, training and scoring, whichever the compare recorded
+        wall = np.mean([sum(r[c] or 0.0 for c in ("select_s", "train_s", "score_s")) for r in arm_runs])
+        expected = (
+            f"<tr><td>held-out NLL</td><td>{s['arm']}</td><td>{_interval((s['mean'], s['ci_low'], s['ci_high']))}"
+            f"</td><td>{diff}</td><td>{verdict(s)}</td><td>{overlap}</td><td>2</td><td>{tokens:,.0f}</td>"
+            f"<td>{rows:,.1f}</td><td>{wall:,.1f}</td></tr>"
+        )
+        assert expected in text, (expected, text[text.index("<h2>Comparison") :][:3000])
+    # the untrained base model is worse than one trained on rows like the held-out ones, by a paired interval that
+    # excludes 0, while its own interval (wide: 3 held-out rows) overlaps random's, and so does length's
+    assert verdict(summary[2]) == "worse than random" and summary[2]["vs_random"]["ci_low"] > 0
+    assert [s["arm"] for s in summary if s is not rand and _overlaps(s, rand)] == ["length", "base"]
+    assert "Held-out NLL: the 95% intervals of length and base overlap random's." in text
+    captions = [c for c, _ in plots_for(v)]
+    assert captions == ["Per-arm held-out NLL with 95% intervals", "Held-out NLL vs trained tokens, one point per run"]
+    for caption in captions:
+        assert f"<figcaption>{caption}</figcaption>" in text
+    assert [img.format for img in _images(text)] == ["PNG", "PNG"]
+    # the rows table shows every run and none of the per-held-out-row lists
+    rows_table = text[text.index("<h2>Rows</h2>") :]
+    for name in ("row_sums", "row_counts", "row_rewards"):
+        assert name not in text
+    assert "<th>heldout_loss</th>" in rows_table and "<th>trained_tokens</th>" in rows_table
+    assert [f"<td class='cell'>{r['id']}</td>" in rows_table for r in runs] == [True] * 6
+
+
+def test_compare_page_via_the_cli_and_in_chromium(compared, tmp_path, chromium):
+    store, v = compared
+    page = tmp_path / "cli.html"
+    p = run_cli(store.root, "report", "cmp", "--out", str(page))
+    assert p.returncode == 0, p.stderr
+    text = page.read_text()
+    assert v.id in text and "<h2>Comparison</h2>" in text and "http://" not in text and "https://" not in text
+    assert images_loaded(chromium, page) == [True, True]
+
+
+def _rl_version(store: Store):
+    """An RL-shaped compare version (no NLL, held-out reward, no trained tokens) with its summary from the runs."""
+    rewards = {"difficulty": [1.0, 1.0, 1.0, 1.0], "random": [0.0, 0.0, 0.0, 0.0], "base": [0.0, 0.0, 0.0, 0.0]}
+    runs = [
+        Run(arm=a, seed=s, selection=None, trained_tokens=0, sums=None, counts=None, rewards=np.array(r))
+        for a, r in rewards.items()
+        for s in (0, 1)
+    ]
+    times = {  # select_s, train_s, score_s per run; None where not recorded
+        "difficulty": [(1.0, 2.0, 3.0), (None, 4.0, None)],
+        "random": [(None, None, None), (None, None, None)],
+        "base": [(0.5, None, 0.5), (0.5, None, 0.5)],
+    }
+    t = [times[r.arm][r.seed] for r in runs]
+    table = pa.table(
+        {
+            "id": [f"{r.arm}/{r.seed}" for r in runs],
+            "arm": [r.arm for r in runs],
+            "seed": pa.array([r.seed for r in runs], pa.int64()),
+            "selection": pa.array([None] * 6, pa.string()),
+            "rows": pa.array([2, 2, 2, 2, 0, 0], pa.int64()),
+            "trained_tokens": pa.array([0] * 6, pa.int64()),
+            "heldout_loss": pa.array([None] * 6, pa.float64()),
+            "accuracy": pa.array([None] * 6, pa.float64()),
+            "heldout_reward": pa.array([r.heldout_reward for r in runs], pa.float64()),
+            "select_s": pa.array([x[0] for x in t], pa.float64()),
+            "train_s": pa.array([x[1] for x in t], pa.float64()),
+            "score_s": pa.array([x[2] for x in t], pa.float64()),
+            "row_sums": pa.array([None] * 6, pa.list_(pa.float64())),
+            "row_counts": pa.array([None] * 6, pa.list_(pa.int64())),
+            "row_rewards": pa.array([r.rewards.tolist() for r in runs], pa.list_(pa.float64())),
+        }
+    )
+    summary = summarise(runs, rl=True, n_boot=200)
+    return store.commit(table, name="rl-cmp", op={"name": "test-rl-compare"}, stats={"summary": summary})
+
+
+def test_rl_compare_page_has_no_tokens_plot(store):
+    v = _rl_version(store)
+    assert [c for c, _ in plots_for(v)] == ["Per-arm held-out reward with 95% intervals"]
+    text = render(v, store=store)
+    assert "held-out reward (<code>heldout_reward</code>): higher is better." in text
+    # rewards identical across rows and seeds: every interval collapses onto the mean
+    assert (
+        "<tr><td>held-out reward</td><td>difficulty</td><td>1.000 [1.000, 1.000]</td><td>1.000 [1.000, 1.000]</td>"
+        "<td>beats random</td><td>no overlap</td><td>2</td><td>0</td><td>2.0</td><td>5.0</td></tr>"
+    ) in text  # wall seconds: (1 + 2 + 3 and 4) / 2 runs
+    assert (
+        "<tr><td>held-out reward</td><td>random</td><td>0.000 [0.000, 0.000]</td><td></td><td></td><td></td><td>2</td>"
+        "<td>0</td><td>2.0</td><td>not recorded</td></tr>"
+    ) in text
+    assert (
+        "<tr><td>held-out reward</td><td>base</td><td>0.000 [0.000, 0.000]</td><td>0.000 [0.000, 0.000]</td>"
+        "<td>no clear difference</td><td>overlaps</td><td>2</td><td>0</td><td>0.0</td><td>1.0</td></tr>"
+    ) in text
+    assert "Held-out reward: the 95% interval of base overlaps random's." in text
+    assert "row_rewards" not in text and len(_images(text)) == 1
+
+
+def test_only_a_version_with_the_compare_columns_and_a_summary_gets_the_comparison(store):
+    rows = [{"id": f"r{i}", "arm": "random", "seed": i, "trained_tokens": 10} for i in range(2)]
+    v = curate.save(rows, name="looks-like-compare", store=store)  # no summary in its stats
+    text = render(v, store=store)
+    assert "<h2>Comparison</h2>" not in text and plots_for(v) == []

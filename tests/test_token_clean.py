@@ -215,6 +215,41 @@ def test_random_baseline_keeps_the_count_and_differs_from_scores(tmp_path, model
     assert all((a == b).all() for a, b in zip(both.labels_, rand.labels_, strict=True))
 
 
+def test_token_budget_keeps_exactly_the_top_tokens_and_drops_rows_left_empty(tmp_path, models):
+    base, ref = models
+    store = tmp_path / "store"
+    v = curate.save(chats(8), name="chats", store=store)
+    full = TokenCleanSelector(base=base, reference=ref, keep=1.0).fit(v)
+    order = np.argsort(-np.concatenate([s[np.isfinite(s)] for s in full.token_scores_]), kind="stable")
+    assert order.size > 12
+    sel = TokenCleanSelector(base=base, reference=ref, budget_tokens=12).fit(v)
+    assert sel.kept_tokens_ == 12  # exactly the budget, whatever the keep share says
+    kept = np.concatenate(
+        [(lab != -100)[np.isfinite(s)] for lab, s in zip(sel.labels_, full.token_scores_, strict=True)]
+    )
+    assert set(np.nonzero(kept)[0]) == set(order[:12])  # the 12 top scores, globally
+    out = run_selector(
+        "chats", method="token-clean", name="c12", store=store, base=base, reference=ref, budget_tokens=12
+    )
+    dec = {d["id"]: d for d in out.decisions().to_pylist()}
+    empty = {f"r{i}" for i, lab in enumerate(sel.labels_) if not (lab != -100).any()}
+    assert empty and {i for i, d in dec.items() if not d["kept"]} == empty  # no kept token: dropped
+    assert all(dec[i]["reason"] == "no_kept_tokens" for i in empty) and len(out) == 8 - len(empty)
+    labels = out.to_arrow().column("labels").combine_chunks().flatten().to_numpy()
+    assert int((labels != -100).sum()) == 12
+    # a budget larger than the response keeps every response token; random keeps the same count
+    assert TokenCleanSelector(base=base, reference=ref, budget_tokens=10**6).fit(v).kept_tokens_ == full.kept_tokens_
+    assert TokenCleanSelector(base=base, random=True, budget_tokens=12).fit(v).kept_tokens_ == 12
+    # without a budget the recipe is what it was before the option existed
+    assert "budget_tokens" not in TokenCleanSelector(reference=ref).get_params()
+    assert TokenCleanSelector(reference=ref, budget_tokens=5).get_params()["budget_tokens"] == 5
+    for params in ({"scope": "sample"}, {"mode": "self-evolving"}):
+        with pytest.raises(CurateError, match="--budget-tokens ranks all response tokens"):
+            TokenCleanSelector(budget_tokens=5, **params)._check()
+    with pytest.raises(CurateError, match="--budget-tokens must be a non-negative integer"):
+        TokenCleanSelector(reference=ref, budget_tokens=-1)._check()
+
+
 def test_run_selector_commits_labels_manifest_and_rerun_is_free(tmp_path, models, monkeypatch):
     base, ref = models
     store = tmp_path / "store"

@@ -106,6 +106,9 @@ class Selector(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: services ``fit`` may call, handed over with ``bind`` (``"train_sft"``: a function like ``curate.train.sft``)
     uses: ClassVar[tuple[str, ...]] = ()
+    #: options added after versions were made without them: left out of ``get_params`` while at their default, so
+    #: those versions keep their ids
+    added_params: ClassVar[tuple[str, ...]] = ()
 
     scores_: np.ndarray
     version_: Version
@@ -125,8 +128,11 @@ class Selector(ABC):
         sig = inspect.signature(type(self).__init__)
         return {
             k: getattr(self, k)
-            for k in sig.parameters
-            if k != "self" and k not in EXECUTION_PARAMS and hasattr(self, k)
+            for k, p in sig.parameters.items()
+            if k != "self"
+            and k not in EXECUTION_PARAMS
+            and hasattr(self, k)
+            and not (k in self.added_params and getattr(self, k) == p.default)
         }
 
     def bind(self, **services: Any) -> Self:

@@ -6,14 +6,15 @@ What it computes. Token quality is treated as a noisy-label problem: every respo
     score(i, j) = loss_base(x_ij | x_i<j) - loss_ref(x_ij | x_i<j)
 
 is among the top ``keep`` share (per-token cross-entropy, natural log, from ``curate.scoring.token_losses``: one
-forward pass per model, no backward, cached). A high score means the reference learned the token much better
-than the base model; a token neither predicts (noise, a typo, an arbitrary fact) scores low and is dropped.
-Candidates are the tokens SFT trains on (``chat.assistant_token_mask``: assistant content and its end-of-turn
-token); prompt tokens are never kept. ``scope="global"`` ranks all response tokens of the dataset together (the
-paper's method), ``scope="sample"`` ranks within each row (the RHO-1 style baseline) and ``random=True`` keeps
-a seeded uniform ``keep`` share instead (the paper's random baseline; global, or per row with ``scope="sample"``).
-Exactly ``int(total * keep)`` tokens are kept (``int(n_i * keep)`` per row for ``sample``), as the reference code
-does; ties go to the higher score first, then the lower (row, position); a NaN score ranks last.
+forward pass per model, no backward, cached), or among the top ``budget_tokens`` tokens (a token budget). A high score
+means the reference learned the token much better than the base model; a token neither predicts (noise, a typo, an
+arbitrary fact) scores low and is dropped. Candidates are the tokens SFT trains on (``chat.assistant_token_mask``:
+assistant content and its end-of-turn token); prompt tokens are never kept. ``scope="global"`` ranks all response
+tokens of the dataset together (the paper's method), ``scope="sample"`` ranks within each row (the RHO-1 style
+baseline) and ``random=True`` keeps a seeded uniform ``keep`` share instead (the paper's random baseline; global, or
+per row with ``scope="sample"``). Exactly ``int(total * keep)`` tokens are kept (``int(n_i * keep)`` per row for
+``sample``), as the reference code does, or ``min(budget_tokens, total)`` (global scope, fixed mode only); ties go to
+the higher score first, then the lower (row, position); a NaN score ranks last.
 
 The reference model: ``reference`` names one; ``reference_from`` names a warm-up version, on which
 ``curate.train.sft`` fine-tunes ``base`` (``ref_epochs``, ``ref_steps``, ``ref_lr``, ``ref_batch_size``); the result
@@ -30,8 +31,9 @@ dropped tokens; ``curate train sft`` trains on exactly the kept tokens), ``kept_
 tokens of the row; NaN for a row without response tokens), ``token_clean_score`` (the row's mean token score over
 its response tokens: ``scores_`` and the decisions' score; NaN when no scores exist) and, with
 ``store_scores=True``, ``token_scores`` (float32 per token, NaN off the response). Self-evolving adds
-``token_clean_round`` (0 = the warm-up part). Every row is kept (reason ""). The manifest's ``tokenizer`` entry
-names the tokenizer and chat template the ids belong to.
+``token_clean_round`` (0 = the warm-up part). Every row is kept (reason ""), except with ``budget_tokens``: a row
+left with no kept token is dropped (``no_kept_tokens``), since training on it costs compute and changes nothing.
+The manifest's ``tokenizer`` entry names the tokenizer and chat template the ids belong to.
 
 Paper: Pang, Di, Zhu, Wei, Cheng, Qian, Liu, "Token Cleaning: Fine-Grained Data Selection for LLM Supervised
 Fine-Tuning", ICML 2025, arXiv 2502.01968; reference code UCSC-REAL/TokenCleaning.
@@ -48,6 +50,7 @@ Departures from the paper:
   HF loss averages per micro-batch.
 
     curate select pool --method token-clean --reference-from warmup --keep 0.6 --name pool-clean
+    curate select pool --method token-clean --reference-from warmup --budget-tokens 2048 --name pool-clean-2k
     curate select pool --method token-clean --reference runs/ref --scope sample --name pool-rho
     curate select pool --method token-clean --random --name pool-random60
     curate select pool --method token-clean --mode self-evolving --rounds 4 --name pool-clean-se
@@ -68,7 +71,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.errors import CurateError
-from curate.selectors.base import Selection, Selector, rank_desc
+from curate.selectors.base import Selection, Selector, check_budget, rank_desc
 from curate.store import Store, Version
 
 __all__ = ["TokenCleanSelector", "keep_random", "keep_top", "train_reference"]
@@ -85,11 +88,14 @@ TRAINED_MARKER = "curate_train.json"
 # ---------------------------------------------------------------------------------------------- choosing tokens
 
 
-def keep_top(scores: Sequence[np.ndarray], *, keep: float, scope: str = "global") -> list[np.ndarray]:
+def keep_top(
+    scores: Sequence[np.ndarray], *, keep: float, scope: str = "global", count: int | None = None
+) -> list[np.ndarray]:
     """Keep-masks over each row's candidate tokens: the top ``keep`` share by score.
 
-    ``global`` keeps ``int(total * keep)`` tokens of all rows together, ``sample`` ``int(n_i * keep)`` per row.
-    Ties: higher score first, then lower (row, position); NaN ranks last.
+    ``global`` keeps ``int(total * keep)`` tokens of all rows together (``count`` of them when given: a token
+    budget), ``sample`` ``int(n_i * keep)`` per row. Ties: higher score first, then lower (row, position); NaN ranks
+    last.
 
     >>> [m.tolist() for m in keep_top([np.array([3.0, 1.0]), np.array([3.0, 2.0, 0.0])], keep=0.6)]
     [[True, False], [True, True, False]]
@@ -104,12 +110,15 @@ def keep_top(scores: Sequence[np.ndarray], *, keep: float, scope: str = "global"
         return out
     flat = np.concatenate(arrays) if arrays else np.zeros(0)
     m = np.zeros(len(flat), dtype=bool)
+    k = int(len(flat) * float(keep)) if count is None else min(int(count), len(flat))
     # rank_desc is a stable sort of the row-major flat array, so equal scores keep (row, position) order.
-    m[rank_desc(flat)[: int(len(flat) * float(keep))]] = True
+    m[rank_desc(flat)[:k]] = True
     return np.split(m, np.cumsum([len(s) for s in arrays])[:-1]) if arrays else []
 
 
-def keep_random(counts: Sequence[int], *, keep: float, scope: str = "global", seed: int = 0) -> list[np.ndarray]:
+def keep_random(
+    counts: Sequence[int], *, keep: float, scope: str = "global", seed: int = 0, count: int | None = None
+) -> list[np.ndarray]:
     """Keep-masks for the random baseline: the same counts as ``keep_top``, positions drawn uniformly under ``seed``.
 
     >>> [int(m.sum()) for m in keep_random([5, 5], keep=0.6, seed=0)]  # 6 of 10, anywhere
@@ -125,7 +134,8 @@ def keep_random(counts: Sequence[int], *, keep: float, scope: str = "global", se
         return out
     total = int(sum(counts))
     m = np.zeros(total, dtype=bool)
-    m[rng.permutation(total)[: int(total * float(keep))]] = True
+    k = int(total * float(keep)) if count is None else min(int(count), total)
+    m[rng.permutation(total)[:k]] = True
     return np.split(m, np.cumsum([int(n) for n in counts])[:-1]) if len(counts) else []
 
 
@@ -207,11 +217,13 @@ class TokenCleanSelector(Selector):
     name = "token-clean"
     requires = ("messages",)
     uses = ("train_sft",)
+    added_params = ("budget_tokens",)
 
     def __init__(
         self,
         *,
         keep: float = 0.6,
+        budget_tokens: int | None = None,
         scope: str = "global",
         random: bool = False,
         seed: int = 0,
@@ -232,6 +244,7 @@ class TokenCleanSelector(Selector):
         gpus_per_worker: float = 0.0,
     ):
         self.keep = keep
+        self.budget_tokens = budget_tokens
         self.scope = scope
         self.random = random
         self.seed = seed
@@ -257,6 +270,12 @@ class TokenCleanSelector(Selector):
             raise CurateError(f"--keep must be in [0, 1], got {self.keep!r}")
         if self.scope not in SCOPES:
             raise CurateError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if self.budget_tokens is not None:
+            check_budget(None, None, self.budget_tokens, required=False)
+            if self.scope != "global" or self.mode != "fixed":
+                raise CurateError(
+                    "--budget-tokens ranks all response tokens together: only with --scope global, --mode fixed"
+                )
         if self.mode not in MODES:
             raise CurateError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for flag, value in (("--ref-epochs", self.ref_epochs), ("--ref-batch-size", self.ref_batch_size)):
@@ -358,9 +377,11 @@ class TokenCleanSelector(Selector):
                 for i, s in zip(range(n), scores, strict=True):
                     token_scores[i] = s
             if self.random:
-                masks = keep_random([len(c) for c in cands], keep=self.keep, scope=self.scope, seed=self.seed)
+                counts = [len(c) for c in cands]
+                masks = keep_random(counts, keep=self.keep, scope=self.scope, seed=self.seed, count=self.budget_tokens)
             else:
-                masks = keep_top([token_scores[i][cands[i]] for i in range(n)], keep=self.keep, scope=self.scope)
+                row_scores = [token_scores[i][cands[i]] for i in range(n)]
+                masks = keep_top(row_scores, keep=self.keep, scope=self.scope, count=self.budget_tokens)
             keep_masks = list(masks)
         else:
             self._self_evolving(store, ids_list, cands, token_scores, keep_masks)
@@ -504,9 +525,14 @@ class TokenCleanSelector(Selector):
 
     # ------------------------------------------------------------------ output
     def select(self) -> Selection:
-        """Every row is kept, in input order: cleaning changes labels, not rows."""
+        """Every row is kept, in input order: cleaning changes labels, not rows. With a token budget, a row left with
+        no kept token is dropped (``no_kept_tokens``): training on it would cost compute and change nothing."""
         n = len(self.scores_)
-        return Selection(order=np.arange(n, dtype=np.int64), reasons=[""] * n)
+        if self.budget_tokens is None:
+            return Selection(order=np.arange(n, dtype=np.int64), reasons=[""] * n)
+        kept = np.array([bool((lab != IGNORE).any()) for lab in self.labels_], dtype=bool)
+        reasons = ["" if k else "no_kept_tokens" for k in kept]
+        return Selection(order=np.nonzero(kept)[0].astype(np.int64), reasons=reasons)
 
     def transform(self, table: pa.Table, selection: Selection) -> pa.Table:
         """The input rows with ``input_ids``, ``labels``, ``kept_token_share``, ``token_clean_score`` (+ options)."""
