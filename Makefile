@@ -40,6 +40,7 @@ bench: setup
 	$(PY) benchmarks/engine.py --quick
 	$(PY) benchmarks/engine.py --quick --task generate
 	$(PY) benchmarks/dedup.py --quick
+	$(PY) benchmarks/diversity.py --quick
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -62,6 +62,8 @@ CONTROLS = ("random", "random-tokens", "longest", "full", "base")
 #: the selector each control runs (the others train on the pool or not at all)
 _CONTROL_METHOD = {"random": "random", "random-tokens": "random", "longest": "length"}
 METRICS_FORMAT = 1
+#: trainer config fields that decide where and how often a run writes, not what it learns
+_NOT_RESULTS = ("out", "resume", "device", "save_every", "eval_every", "eval_ref")
 
 
 @dataclass
@@ -129,8 +131,12 @@ class CompareConfig:
         self.arm_params()
 
     def arm_params(self) -> dict[str, dict[str, Any]]:
-        """``--set ARM.KEY=VALUE`` items as ``{arm: {key: value}}``; an arm not in --arms is refused."""
-        out: dict[str, dict[str, Any]] = {}
+        """``--set ARM.KEY=VALUE`` items as ``{arm: {key: value}}``, typed as the arm's selector takes them (the key
+        spelled as the option or its flag: ``ref_lr`` or ``ref-lr``); an arm not in --arms, or one that selects
+        nothing (``full``, ``base``), is refused, and so is an option its selector does not have."""
+        from curate.selectors import get_selector
+
+        argv: dict[str, list[str]] = {}
         for item in self.arm_options:
             key, sep, raw = item.partition("=")
             arm, dot, field = key.partition(".")
@@ -138,8 +144,13 @@ class CompareConfig:
                 raise CurateError(f"compare: --set {item!r}: expected ARM.KEY=VALUE (e.g. fisher.lam=2)")
             if arm not in self.arms:
                 raise CurateError(f"compare: --set {item!r}: {arm!r} is not one of --arms ({', '.join(self.arms)})")
-            out.setdefault(arm, {})[field] = options.parse_scalar(raw)
-        return out
+            if arm in ("full", "base"):
+                raise CurateError(f"compare: --set {item!r}: the {arm} arm selects nothing, so it has no options")
+            argv.setdefault(arm, []).append(f"--{field.replace('_', '-')}={raw}")
+        return {
+            arm: options.parse_flags(flags, get_selector(_CONTROL_METHOD.get(arm, arm)), what=f"compare --set {arm}")
+            for arm, flags in argv.items()
+        }
 
     @property
     def trainer_entry(self) -> Any:
@@ -368,7 +379,12 @@ def _run_keys(config: CompareConfig, selection: Version | None, seed: int, base_
     base model's identity for ``base``), the trainer for RL runs; the reward key adds the reward settings."""
     settings = config.train_settings(seed) if selection is not None else {"base": base_identity}
     what: dict[str, Any] = {"selection": selection.id if selection is not None else None, "train": settings}
-    if config.rl:
+    if config.rl and selection is not None:
+        # the trainer's whole config, defaults included: a changed default (GRPO's ddof) retrains, not reuses
+        full = dataclasses.asdict(config.trainer_entry.config(**settings, out=""))
+        what["trainer"] = config.trainer
+        what["train"] = {k: v for k, v in full.items() if k not in _NOT_RESULTS}
+    elif config.rl:
         what["trainer"] = config.trainer  # SFT keys stay as they were
     key = settings_key(what)
     return key, settings_key({"run": key, "reward": config.reward, "max_new_tokens": config.max_new_tokens})

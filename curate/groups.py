@@ -4,18 +4,25 @@ A GRPO group is the n completions sampled for one prompt; what a group is worth 
 on its rewards. The offline selectors (``selectors/variance.py``, ``selectors/difficulty.py``) and the online trainer
 (``train/grpo.py``, ``train/curriculum.py``) apply the same rules, so they live here, once:
 
-- ``zero_variance``: rewards that all agree give every completion advantage 0, so the group carries no gradient
-  (DAPO dynamic sampling, Yu et al., arXiv 2503.14476).
+- ``zero_variance``: values that all agree (population std ``<= max(min_std, tolerance)``) give every completion
+  advantage 0, so the group carries no gradient (DAPO dynamic sampling, Yu et al., arXiv 2503.14476). DAPO compares
+  accuracy, not the raw reward: ``metric_values(rewards, "acc", threshold)`` turns rewards into 0/1 correctness.
 - ``max_variance_subset``: the m of n rollouts whose rewards have the largest population variance (PODS, Xu, Savani,
-  Fang, Kolter, arXiv 2504.13818), exact by PODS's lemma.
-- ``group_advantages``: ``(r - mean) / (std + 1e-4)`` with the population std (the PODS / GRPO convention).
+  Fang, Kolter, arXiv 2504.13818), exact by PODS's lemma. For a fixed m the ddof only rescales every subset's
+  variance by the same factor, so the subset does not depend on it.
+- ``group_advantages``: ``(r - mean) / (std + 1e-4)``, by default with the sample std (``ddof=1``, Bessel's
+  correction): TRL's ``GRPOTrainer`` (``nanstd`` in ``trl/trainer/utils.py``) and the PODS reference trainers
+  (TRL-based, ``Tensor.std``) both divide by ``n - 1``. ``ddof=0`` (the population std) gives advantages
+  ``sqrt(n / (n - 1))`` larger: 1.155x at n = 4.
+- ``top_p_groups`` / ``top_k_groups``: keep the groups carrying the top-p of the total reward-std mass, or the k
+  largest (RAGEN-2 SNR-aware filtering, Wang et al., arXiv 2604.06268).
 - ``learnability``: p (1 - p) of a pass rate p (LILO, Foster et al., arXiv 2502.12272).
 
 Pure numpy, no store and no model: ``curate select ... --method variance`` and ``curate train grpo ...
 --downsample 4 --drop-zero-variance`` both end up here.
 
-    >>> group_advantages(np.array([0.0, 1.0])).round(3).tolist(), zero_variance([1.0, 1.0])
-    ([-1.0, 1.0], True)
+    >>> group_advantages(np.array([0.0, 0.0, 1.0, 1.0])).round(3).tolist(), zero_variance([1.0, 1.0])
+    ([-0.866, -0.866, 0.866, 0.866], True)
 """
 
 from __future__ import annotations
@@ -28,49 +35,125 @@ from curate.errors import CurateError
 
 __all__ = [
     "ADV_EPS",
+    "DDOFS",
+    "DEFAULT_DDOF",
+    "METRICS",
     "ZERO_STD_TOL",
     "group_advantages",
+    "group_std",
     "learnability",
     "max_variance_subset",
-    "population_std",
+    "metric_values",
+    "top_k_groups",
+    "top_p_groups",
     "zero_variance",
 ]
 
-#: PODS adds this to the std so a near-constant subset does not blow advantages up.
+#: TRL and PODS add this to the std so a near-constant group does not blow advantages up.
 ADV_EPS = 1e-4
-#: "std == 0" for float rewards: sums of floats like 0.1 leave rounding noise far below this.
-ZERO_STD_TOL = 1e-12
+#: the std convention of the advantages: 1 (sample std, TRL / PODS) or 0 (population std)
+DDOFS = (0, 1)
+DEFAULT_DDOF = 1
+#: what the zero-variance test compares: ``acc`` (correctness, reward > threshold; DAPO) or ``score`` (the reward)
+METRICS = ("acc", "score")
+#: "all rewards agree" for float rewards: a population std at or below this (the default ``--tolerance``). Far above
+#: float rounding noise (1e-17 for sums like 0.1 + 0.2), far below any reward difference meant as signal.
+ZERO_STD_TOL = 1e-6
+#: relative slack of the top-p boundary: a prefix whose mass equals p * total up to float rounding still reaches it
+_MASS_RTOL = 1e-12
 
 
-def population_std(rewards: Sequence[float] | np.ndarray) -> float:
-    """The population std of a group's rewards (0 for an empty group).
+def group_std(rewards: Sequence[float] | np.ndarray, ddof: int = DEFAULT_DDOF) -> float:
+    """The std of a group's rewards with ``ddof`` (1: sample std, 0: population std); 0 for ``n <= ddof``.
 
-    >>> population_std([0.0, 1.0])
-    0.5
+    A group too small for the estimate (one rollout with ``ddof=1``, as TRL's ``num_generations == 1``) counts as
+    flat: its advantage is 0.
+
+    >>> group_std([0.0, 1.0], ddof=0), round(group_std([0.0, 1.0]), 4), group_std([0.3])
+    (0.5, 0.7071, 0.0)
     """
     r = np.asarray(rewards, dtype=np.float64)
-    return float(np.std(r)) if r.size else 0.0
+    return float(np.std(r, ddof=ddof)) if r.size > ddof else 0.0
 
 
-def zero_variance(rewards: Sequence[float] | np.ndarray, min_std: float = 0.0) -> bool:
-    """Whether the group carries no GRPO signal: population std ``<= min_std`` (exactly 0, up to 1e-12, by default).
+def metric_values(rewards: Sequence[float] | np.ndarray, metric: str, threshold: float) -> np.ndarray:
+    """What the zero-variance test compares: the rewards (``score``) or 0/1 correctness ``reward > threshold``
+    (``acc``, DAPO's metric).
 
-    A one-rollout group has std 0 and counts as zero-variance: its advantage is 0.
+    >>> metric_values([0.0, 0.3, 1.2], "acc", 0.5).tolist(), metric_values([0.0, 0.3], "score", 0.5).tolist()
+    ([0.0, 0.0, 1.0], [0.0, 0.3])
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    if metric == "acc":
+        return (r > threshold).astype(np.float64)
+    if metric == "score":
+        return r
+    raise CurateError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+
+
+def zero_variance(
+    values: Sequence[float] | np.ndarray, min_std: float = 0.0, *, tolerance: float = ZERO_STD_TOL
+) -> bool:
+    """Whether the group carries no GRPO signal: population std ``<= max(min_std, tolerance)``.
+
+    A one-rollout group has std 0 and counts as zero-variance: its advantage is 0. The test uses the population std
+    whatever the advantages' ddof, so ``min_std`` keeps one meaning.
 
     >>> zero_variance([0.5, 0.5]), zero_variance([0.0, 0.1]), zero_variance([0.0, 0.1], min_std=0.05)
     (True, False, True)
+    >>> zero_variance([0.0, 1e-7]), zero_variance([0.0, 1e-7], tolerance=0.0)
+    (True, False)
     """
-    return population_std(rewards) <= max(float(min_std), ZERO_STD_TOL)
+    return group_std(values, ddof=0) <= max(float(min_std), float(tolerance))
 
 
-def group_advantages(rewards: np.ndarray) -> np.ndarray:
-    """``(r - mean) / (std + ADV_EPS)`` over the group, population std; an all-equal group gets 0 (up to rounding).
+def group_advantages(rewards: np.ndarray, ddof: int = DEFAULT_DDOF) -> np.ndarray:
+    """``(r - mean) / (std + ADV_EPS)`` over the group, std with ``ddof``; an all-equal group gets 0 (up to
+    rounding), and so does a group too small for the std (see ``group_std``).
 
-    >>> group_advantages(np.array([0.2, 0.0])).round(4).tolist()
+    >>> group_advantages(np.array([0.2, 0.0]), ddof=0).round(4).tolist()
     [0.999, -0.999]
+    >>> group_advantages(np.array([0.0, 0.0, 1.0, 1.0])).round(4).tolist()
+    [-0.8659, -0.8659, 0.8659, 0.8659]
     """
     r = np.asarray(rewards, dtype=np.float64)
-    return (r - r.mean()) / (population_std(r) + ADV_EPS)
+    return (r - r.mean()) / (group_std(r, ddof) + ADV_EPS)
+
+
+def top_p_groups(mass: Sequence[float] | np.ndarray, p: float) -> np.ndarray:
+    """The groups carrying the top-``p`` share of the total mass: indices of the smallest prefix, in order of mass
+    (largest first, ties by lower index), whose summed mass is ``>= p * total``.
+
+    The boundary group is kept (the prefix reaches p, it does not stop short of it). Zero-mass groups never help reach
+    the threshold, so they are kept only if nothing else is; a total of 0 keeps none (the empty prefix reaches 0).
+    Equality is judged up to 1e-12 of the total (float rounding).
+
+    >>> top_p_groups([0.5, 0.2, 0.3], 0.5).tolist(), top_p_groups([0.5, 0.2, 0.3], 0.8).tolist()
+    ([0], [0, 2])
+    """
+    m = np.asarray(mass, dtype=np.float64).ravel()
+    if not (isinstance(p, int | float) and not isinstance(p, bool) and 0.0 < p <= 1.0):
+        raise CurateError(f"--top-p must be in (0, 1], got {p!r}")
+    if np.any(m < 0) or not np.all(np.isfinite(m)):
+        raise CurateError("top_p_groups: masses must be finite and >= 0")
+    order = np.argsort(-m, kind="stable")
+    total = float(m.sum())
+    cum = np.cumsum(m[order])
+    need = p * total - _MASS_RTOL * total
+    k = int(np.searchsorted(cum, need, side="left")) + 1 if need > 0 else 0
+    return order[: min(k, len(order))].astype(np.int64)
+
+
+def top_k_groups(mass: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` groups of largest mass, largest first (ties by lower index); all of them if ``k >= len(mass)``.
+
+    >>> top_k_groups([0.5, 0.2, 0.5], 2).tolist()
+    [0, 2]
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise CurateError(f"--top-k must be a positive integer, got {k!r}")
+    m = np.asarray(mass, dtype=np.float64).ravel()
+    return np.argsort(-m, kind="stable")[:k].astype(np.int64)
 
 
 def learnability(pass_rate: float | np.ndarray) -> float | np.ndarray:

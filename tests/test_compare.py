@@ -141,6 +141,17 @@ def test_bad_settings_are_one_line():
     assert CompareConfig(eval_ref="h", arms=("fisher",), arm_options=("fisher.lam=2",)).arm_params() == {
         "fisher": {"lam": 2}
     }
+    # a key as its flag is spelled (dashes) names the same option
+    sets = ("token-clean.reference-from=warmup", "token-clean.ref_lr=5e-5")
+    assert CompareConfig(eval_ref="h", arms=("token-clean",), arm_options=sets).arm_params() == {
+        "token-clean": {"reference_from": "warmup", "ref_lr": 5e-5}
+    }
+    with pytest.raises(CurateError, match="compare --set fisher: unknown option --nope"):
+        CompareConfig(eval_ref="h", arms=("fisher",), arm_options=("fisher.nope=1",))
+    with pytest.raises(CurateError, match="the base arm selects nothing"):
+        CompareConfig(eval_ref="h", arms=("base",), arm_options=("base.seed=1",))
+    with pytest.raises(CurateError, match="--lam: cannot read 'x' as float"):
+        CompareConfig(eval_ref="h", arms=("fisher",), arm_options=("fisher.lam=x",))
 
 
 def test_length_selector_keeps_the_most_trained_tokens(tmp_path, tiny_model_path):

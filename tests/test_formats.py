@@ -47,11 +47,15 @@ GOLDEN = {
     "hf": (None, None, True, True, False, True, []),
     "parquet": (".parquet", ".parquet", True, False, True, False, []),
     "jsonl": (".jsonl", ".jsonl", True, False, True, False, []),
+    "trl-dpo": (".jsonl", ".jsonl", False, True, False, False, []),
+    "llamafactory-dpo": (None, ".jsonl", False, True, False, False, ["dataset_name"]),
+    "openrlhf-dpo": (".jsonl", ".jsonl", False, True, False, False, []),
 }
 DEFAULTS = {
     "trl-sft": {"style": "messages"},
     "verl": {"split": "train", "ability": None, "reward_style": "rule"},
     "llamafactory": {"dataset_name": None},
+    "llamafactory-dpo": {"dataset_name": None},
 }
 
 
@@ -281,7 +285,10 @@ def test_malformed_formats_are_refused():
 
 
 def test_unknown_format_and_option_errors_are_one_line(store, toy, tmp_path):
-    available = "hf, jsonl, llamafactory, openrlhf, parquet, trl-grpo, trl-sft, verl, verl-sft"
+    available = (
+        "hf, jsonl, llamafactory, llamafactory-dpo, openrlhf, openrlhf-dpo, parquet, trl-dpo, trl-grpo, trl-sft, "
+        "verl, verl-sft"
+    )
     errors = []
     for call in (
         lambda: get_format("axolotl"),
@@ -295,7 +302,7 @@ def test_unknown_format_and_option_errors_are_one_line(store, toy, tmp_path):
         with pytest.raises(CurateError) as e:
             call()
         errors.append(str(e.value))
-    readable = "hf, llamafactory, openrlhf, trl-grpo, trl-sft, verl, verl-sft"
+    readable = "hf, llamafactory, llamafactory-dpo, openrlhf, openrlhf-dpo, trl-dpo, trl-grpo, trl-sft, verl, verl-sft"
     assert errors == [
         f"unknown export format 'axolotl' (available: {available})",
         f"unknown export format 'axolotl' (available: {available})",

@@ -19,8 +19,9 @@ import curate
 from curate.errors import CurateError
 from curate.formats import FORMATS, read_export
 
-EXPORTERS = sorted(FORMATS)
-IMPORTERS = sorted(name for name, cls in FORMATS.items() if cls.readable())
+# preference-pair formats take a pairs version: tests/test_preference.py exports, imports and trains them
+EXPORTERS = sorted(name for name, cls in FORMATS.items() if not cls.pairwise)
+IMPORTERS = sorted(name for name, cls in FORMATS.items() if cls.readable() and not cls.pairwise)
 CARRIES_LABELS = [name for name, cls in FORMATS.items() if cls.carries_labels]
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])

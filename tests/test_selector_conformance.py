@@ -54,18 +54,41 @@ def params_for(method: str, model: str) -> dict:
         "dedup": {"level": "near"},
         "decontam": {"against": ("gsm8k",)},  # the built-in benchmark: ships with the package
         "length": {"budget": 2, "model": model},
+        "ifd": {"budget": 2, "model": model},
+        "perplexity": {"budget": 2, "model": model},
+        "kcenter": {"budget": 2, "model": model},
+        "facility": {"budget": 2, "model": model},
+        "rds": {"budget": 2, "model": model, "query": "rds-in"},  # the battery saves rds-in first: its own query
+        "rejection": {"k": 1},
+        "pairs": {"mode": "all", "margin": 0.5},
     }[method]
 
 
 def rows_for(method: str, n: int, same: bool = False):
-    if method in ("variance", "difficulty"):
+    if method in ("variance", "difficulty", "rejection", "pairs"):
         return _rollout_rows(n, same)
     return _sft_rows(n, same)
 
 
 def test_every_method_is_covered_here():
     assert sorted(SELECTORS) == sorted(
-        ["random", "fisher", "token-clean", "variance", "difficulty", "dedup", "decontam", "length"]
+        [
+            "random",
+            "fisher",
+            "token-clean",
+            "variance",
+            "difficulty",
+            "dedup",
+            "decontam",
+            "length",
+            "ifd",
+            "perplexity",
+            "kcenter",
+            "facility",
+            "rds",
+            "rejection",
+            "pairs",
+        ]
     )
 
 
@@ -106,7 +129,9 @@ def test_cli_lists_every_method():
             assert "--" + name.replace("_", "-") in out, (method, name)
 
 
-@pytest.mark.parametrize("method", ["fisher", "token-clean", "difficulty", "dedup"])
+@pytest.mark.parametrize(
+    "method", ["fisher", "token-clean", "difficulty", "dedup", "ifd", "perplexity", "kcenter", "facility", "rds"]
+)
 def test_engine_options_reach_the_selector_but_not_the_recipe(method):
     local = make_selector(method)
     ray = make_selector(method, engine="ray", num_workers=2, ray_address="auto", gpus_per_worker=0.5)

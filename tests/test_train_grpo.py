@@ -65,13 +65,28 @@ def test_grpo_raises_mean_reward(digits, tiny_model_path, tmp_path):
 def test_select_rollouts_and_histogram_golden():
     idx, adv = grpo_mod.select_rollouts(np.array([0.0, 1.0, 0.0, 1.0]), downsample=None, drop_zero_variance=False)
     assert idx.tolist() == [0, 1, 2, 3]
-    assert np.allclose(adv, np.array([-1, 1, -1, 1]) * 0.5 / 0.5001)  # mean .5, population std .5
-    # PODS keeps the max-variance pair: the lowest and the highest reward.
+    a = 0.5 / (np.sqrt(1 / 3) + 1e-4)  # mean .5, sample std sqrt(1/3) (ddof=1, TRL's): +-0.8659
+    assert adv.tolist() == [-a, a, -a, a] and round(a, 4) == 0.8659
+    _, adv = grpo_mod.select_rollouts(
+        np.array([0.0, 1.0, 0.0, 1.0]), downsample=None, drop_zero_variance=False, ddof=0
+    )
+    assert np.allclose(adv, np.array([-1, 1, -1, 1]) * 0.5 / 0.5001)  # population std .5: +-0.9998
+    # PODS keeps the max-variance pair: the lowest and the highest reward; sample std of [0.9, 0.0] is 0.45 sqrt(2).
     idx, adv = grpo_mod.select_rollouts(np.array([0.2, 0.9, 0.5, 0.0]), downsample=2, drop_zero_variance=False)
-    assert idx.tolist() == [1, 3] and np.allclose(adv, [0.45 / 0.4501, -0.45 / 0.4501])
+    s = 0.45 * np.sqrt(2) + 1e-4
+    assert idx.tolist() == [1, 3] and np.allclose(adv, [0.45 / s, -0.45 / s])
     assert grpo_mod.select_rollouts(np.ones(4), downsample=None, drop_zero_variance=True) is None
     _, adv = grpo_mod.select_rollouts(np.ones(4), downsample=None, drop_zero_variance=False)
     assert np.all(adv == 0)
+    # DAPO's metric: all correct (> 0.5) is dropped under acc even when a format bonus makes the rewards differ.
+    graded = np.array([1.0, 1.2, 1.1, 1.0])
+    assert grpo_mod.select_rollouts(graded, downsample=None, drop_zero_variance=True) is None
+    idx, adv = grpo_mod.select_rollouts(graded, downsample=None, drop_zero_variance=True, metric="score")
+    assert idx.tolist() == [0, 1, 2, 3] and np.allclose(adv, (graded - 1.075) / (graded.std(ddof=1) + 1e-4))
+    near = np.array([0.3, 0.3 + 2e-7])  # population std 1e-7
+    assert grpo_mod.select_rollouts(near, downsample=None, drop_zero_variance=True, metric="score") is None
+    kept = grpo_mod.select_rollouts(near, downsample=None, drop_zero_variance=True, metric="score", tolerance=1e-8)
+    assert kept is not None and kept[0].tolist() == [0, 1]
     groups = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [2, 1, 1, 1]])
     hist = grpo_mod.pass_rate_histogram(groups)
     assert hist == [1, 1, 1, 1, 1]  # rates 0, .25, .5, .75, 1 (a reward of 2 clips to 1)
@@ -114,7 +129,10 @@ def test_downsample_drop_zero_variance_and_curriculum_log_kept_fraction(digits, 
     assert all(torch.equal(before[k], after[k]) for k in before)
 
     # Mixed rewards: the kept fraction is the share of groups whose rewards differ, in whole groups of n.
-    _, logs = run(digits, tmp_path, "dapo", tiny_model_path, drop_zero_variance=True, steps=30, lr=1e-2)
+    # metric=score: the digit reward's partial credit (0.3) is "wrong" under acc, and exact digits are too rare here.
+    _, logs = run(
+        digits, tmp_path, "dapo", tiny_model_path, drop_zero_variance=True, metric="score", steps=30, lr=1e-2
+    )
     for r in logs:
         assert r["kept_rollouts"] % 8 == 0 and r["kept_fraction"] == r["kept_rollouts"] / 32
     assert any(0 < r["kept_fraction"] < 1 for r in logs)
@@ -186,6 +204,13 @@ def test_bad_config_names_the_flag(digits, tiny_model_path, tmp_path):
         GRPOConfig(curriculum="hardest-first")
     with pytest.raises(CurateError, match="--n must be >= 2"):
         GRPOConfig(n=1)
+    with pytest.raises(CurateError, match="--ddof must be 0 or 1"):
+        GRPOConfig(ddof=2)
+    with pytest.raises(CurateError, match="--metric must be one of acc, score"):
+        GRPOConfig(metric="reward")
+    with pytest.raises(CurateError, match="--tolerance must be >= 0"):
+        GRPOConfig(tolerance=-1.0)
+    assert (GRPOConfig().ddof, GRPOConfig().metric, GRPOConfig().tolerance) == (1, "acc", 1e-6)
     curate.save([{"id": "x", "answer": "1"}], name="noprompt", store=digits)
     with pytest.raises(CurateError, match="needs a 'prompt'"):
         curate.train.grpo(

@@ -23,6 +23,13 @@ format                  files                                                 co
 ``openrlhf``            ``<name>.jsonl``                                      ``input``, ``label``, ``datasource``
 ``llamafactory``        ``<name>.jsonl`` + ``dataset_info.json`` entry        ``messages`` (sharegpt formatting with
                                                                               OpenAI role/content tags)
+``trl-dpo``             ``<name>.jsonl``                                      ``prompt``, ``chosen``, ``rejected``
+                                                                              (message lists) + ``margin``, rewards
+``llamafactory-dpo``    ``<name>.jsonl`` + ``dataset_info.json`` entry with   ``messages`` (the prompt turns),
+                        ``ranking: true``                                     ``chosen`` / ``rejected`` (one message
+                                                                              each)
+``openrlhf-dpo``        ``<name>.jsonl``                                      ``prompt``, ``chosen``, ``rejected``
+                                                                              (chat lists) + ``margin``
 ``hf``                  a ``save_to_disk`` folder + ``README.md`` card        every column, lineage in the card
 ``jsonl`` / ``parquet`` ``<name>.jsonl`` / ``<name>.parquet``                 every column as stored
 ======================  ====================================================  =========================================
@@ -33,6 +40,10 @@ each on the ``Format`` base in ``base.py``. Field names follow the trainers' own
 ``examples/data_preprocess/gsm8k.py`` and ``verl/utils/dataset/README.md``; OpenRLHF's
 ``--data.input_key``/``--data.label_key`` flags; LLaMA-Factory ``data/README.md`` and its sharegpt converter
 (user/assistant turns must alternate after an optional system turn).
+
+The three pairwise formats (``pairwise = True``) take a preference-pairs version (``prompt``, ``chosen``,
+``rejected``: ``curate select ROLLOUTS --method pairs``) and nothing else; the other trainer formats refuse a pairs
+version and name them.
 
 A curriculum version (a ``stage`` column, or a ``<method>_rank`` column) is written in that order (stage, then the
 latest rank), and the note says how to turn the trainer's shuffling off. Token-level labels only go to formats that
@@ -82,10 +93,10 @@ from curate.formats.base import (
     write_json,
 )
 from curate.formats.hf import HF
-from curate.formats.llamafactory import LlamaFactory
-from curate.formats.openrlhf import OpenRLHF
+from curate.formats.llamafactory import LlamaFactory, LlamaFactoryDpo
+from curate.formats.openrlhf import OpenRLHF, OpenRLHFDpo
 from curate.formats.plain import Jsonl, Parquet
-from curate.formats.trl import TrlGrpo, TrlSft
+from curate.formats.trl import TrlDpo, TrlGrpo, TrlSft
 from curate.formats.verl import Verl, VerlSft
 from curate.options import params_of
 from curate.outputs import check_out, sweep_temps
@@ -150,6 +161,9 @@ register(LlamaFactory)
 register(HF)
 register(Parquet)
 register(Jsonl)
+register(TrlDpo)
+register(LlamaFactoryDpo)
+register(OpenRLHFDpo)
 
 
 def get_format(name: str) -> type[Format]:
@@ -231,7 +245,14 @@ def export_version(
             )
         table = table.drop_columns(token_cols)
     table, curriculum = curriculum_order(table)
-    ctx = ExportContext(version=version, out_dir=out_dir, stem=stem, fmt=format, curriculum=curriculum)
+    ctx = ExportContext(
+        version=version,
+        out_dir=out_dir,
+        stem=stem,
+        fmt=format,
+        curriculum=curriculum,
+        pairwise_formats=tuple(n for n, c in FORMATS.items() if c.pairwise),
+    )
     files, lines = fmt().write(table, ctx, opts)
     meta = {
         "ref": version.ref,

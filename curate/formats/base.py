@@ -9,6 +9,11 @@ refusal, ``curate.json``) is shared and lives here or in ``curate.formats``.
 The helpers below are the building blocks the trainer files use: writers that write to a temporary name and
 rename it into place, column checks with one-line errors, curriculum ordering, and the readers that turn
 jsonl / json / parquet files back into rows.
+
+Preference pairs (``curate select ROLLOUTS --method pairs``) are rows with a ``prompt`` and two message lists,
+``chosen`` and ``rejected`` (``PAIR_COLUMNS``). Only formats with ``pairwise = True`` write them; the other trainer
+formats refuse such a version and name the pairwise ones. ``pair_row`` reads a pair back from any of the layouts
+the trainers accept (message lists, single message objects, plain strings, or an implicit prompt shared by both).
 """
 
 from __future__ import annotations
@@ -33,6 +38,17 @@ MANIFEST = "curate.json"
 TOKEN_COLUMNS = ("input_ids", "labels")
 # Columns of a long-format rollouts version: one row per sampled completion, so a prompt repeats.
 LONG_FORMAT = ("prompt_id", "sample")
+# Columns of a preference-pairs version besides its ``prompt``: the preferred and the dispreferred turns.
+PAIR_COLUMNS = ("chosen", "rejected")
+
+
+def holds_pairs(columns: Sequence[str]) -> bool:
+    """Whether a table with these columns holds preference pairs (``chosen`` and ``rejected``).
+
+    >>> holds_pairs(["id", "prompt", "chosen", "rejected"]), holds_pairs(["id", "messages"])
+    (True, False)
+    """
+    return all(c in columns for c in PAIR_COLUMNS)
 
 
 @dataclass
@@ -58,6 +74,8 @@ class ExportContext:
     curriculum: str | None
     # Fields an exporter made up (not columns of the version): the importer drops them again.
     added: dict[str, list[str]] = field(default_factory=dict)
+    # The registered formats that write preference pairs: named when another format refuses a pairs version.
+    pairwise_formats: tuple[str, ...] = ()
 
 
 @dataclass
@@ -90,6 +108,8 @@ class Format:
     """``read`` picks a split of a multi-split source, so the split is part of the import's identity."""
     plain_import: ClassVar[bool] = False
     """``curate import --format NAME`` is the plain import (every column as stored), not ``read``."""
+    pairwise: ClassVar[bool] = False
+    """It writes preference pairs (``prompt``, ``chosen``, ``rejected``) and takes only a pairs version."""
 
     def write(self, table: pa.Table, ctx: ExportContext, opts: Any) -> tuple[list[Path], list[str]]:
         """Write ``table`` (already in curriculum order) under ``ctx.out_dir``: the files written, data first, and
@@ -150,12 +170,17 @@ def write_json(path: Path, obj: Any) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- shared checks
+def _pairs_hint(ctx: ExportContext) -> str:
+    return f"export it with a pairwise format ({', '.join(ctx.pairwise_formats) or 'none registered'})"
+
+
 def require(table: pa.Table, ctx: ExportContext, column: str, why: str) -> None:
     """Refuse a version without ``column`` or with an empty value in it, naming the first such row."""
     if column not in table.column_names:
+        pairs = f"; it holds preference pairs: {_pairs_hint(ctx)}" if holds_pairs(table.column_names) else ""
         raise CurateError(
             f"{ctx.version.ref}: --format {ctx.fmt} needs a {column!r} column ({why}); "
-            f"the version has: {', '.join(table.column_names)}"
+            f"the version has: {', '.join(table.column_names)}{pairs}"
         )
     if nulls := table.column(column).null_count:
         first = table.column(column).is_null().to_pylist().index(True)
@@ -163,7 +188,12 @@ def require(table: pa.Table, ctx: ExportContext, column: str, why: str) -> None:
 
 
 def require_prompt_rows(table: pa.Table, ctx: ExportContext) -> None:
-    """RL formats: a ``prompt`` on every row, and one row per prompt (not a rollouts version)."""
+    """RL formats: a ``prompt`` on every row, and one row per prompt (not a rollouts version, not pairs)."""
+    if holds_pairs(table.column_names):
+        raise CurateError(
+            f"{ctx.version.ref}: --format {ctx.fmt} wants one RL prompt per row, but this version holds preference "
+            f"pairs (chosen, rejected); {_pairs_hint(ctx)}"
+        )
     require(table, ctx, "prompt", "an RL prompt as a list of {role, content} turns")
     if all(c in table.column_names for c in LONG_FORMAT):
         raise CurateError(
@@ -171,6 +201,26 @@ def require_prompt_rows(table: pa.Table, ctx: ExportContext) -> None:
             "per sampled completion: prompt_id, sample); select or aggregate it to prompts first "
             "(e.g. curate select REF --method difficulty)"
         )
+
+
+def require_pairs(table: pa.Table, ctx: ExportContext) -> None:
+    """Pairwise formats: ``prompt``, ``chosen`` and ``rejected`` on every row, each a non-empty list of turns."""
+    missing = [c for c in ("prompt", *PAIR_COLUMNS) if c not in table.column_names]
+    if missing:
+        raise CurateError(
+            f"{ctx.version.ref}: --format {ctx.fmt} writes preference pairs and needs columns prompt, chosen and "
+            f"rejected (missing {', '.join(missing)}; make them from rollouts with curate select REF --method pairs)"
+        )
+    ids = table.column("id").to_pylist() if "id" in table.column_names else list(range(table.num_rows))
+    for column in ("prompt", *PAIR_COLUMNS):
+        kind = table.schema.field(column).type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+            raise CurateError(
+                f"{ctx.version.ref}: field {column!r}: expected a list of {{role, content}} turns, got {kind}"
+            )
+        for i, turns in enumerate(table.column(column).to_pylist()):
+            if not turns:
+                raise CurateError(f"{ctx.version.ref}: row {i} (id {ids[i]}): field {column!r}: empty")
 
 
 def extras(table: pa.Table, keep_canonical: Sequence[str] = ()) -> list[str]:
@@ -384,6 +434,46 @@ def chat(value: Any, where: str, default_role: str) -> list[dict[str, str]]:
     return out
 
 
+def _turns(value: Any, where: str, default_role: str) -> list[dict[str, str]]:
+    # One message object (LLaMA-Factory's sharegpt pairs) is a one-turn list; strings and lists go through chat().
+    if isinstance(value, dict):
+        value = [value]
+    return chat(value, where, default_role)
+
+
+def pair_row(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """A preference row in canonical form: ``prompt``, ``chosen`` and ``rejected`` as lists of {role, content} turns.
+
+    Accepts message lists, single message objects and plain strings (a prompt string is a user turn, a
+    chosen/rejected string an assistant turn). Without a ``prompt`` the two conversations share an implicit one:
+    the turns they have in common, as TRL's ``extract_prompt`` reads it.
+
+    >>> q, a, b = ({"role": r, "content": c} for r, c in (("user", "Q"), ("assistant", "A"), ("assistant", "B")))
+    >>> row = pair_row({"chosen": [q, a], "rejected": [q, b]}, "x")
+    >>> row["prompt"], row["chosen"]
+    ([{'role': 'user', 'content': 'Q'}], [{'role': 'assistant', 'content': 'A'}])
+    """
+    row = dict(row)
+    for column in PAIR_COLUMNS:
+        if row.get(column) is None:
+            raise InputError(f"{where}: field {column!r}: missing (a preference row needs chosen and rejected)")
+    chosen = _turns(row.pop("chosen"), f"{where}: field 'chosen'", "assistant")
+    rejected = _turns(row.pop("rejected"), f"{where}: field 'rejected'", "assistant")
+    if row.get("prompt") is not None:
+        prompt = chat(row.pop("prompt"), f"{where}: field 'prompt'", "user")
+    else:
+        row.pop("prompt", None)
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+            shared += 1
+        if shared == 0:
+            raise InputError(
+                f"{where}: field 'prompt': missing, and chosen and rejected share no turns to take it from"
+            )
+        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **row}
+
+
 def as_text(value: Any) -> str | None:
     """An answer as text: a string as is, a one-element list of strings unwrapped, anything else as JSON."""
     if value is None or isinstance(value, str):
@@ -406,7 +496,8 @@ def with_ids(rows: list[dict[str, Any]], src: str) -> list[dict[str, Any]]:
         return rows
     counts: dict[str, int] = {}
     for r in rows:
-        base = row_id({k: r.get(k) for k in ("messages", "prompt", "answer", "input_ids") if r.get(k) is not None})
+        keys = ("messages", "prompt", "answer", "input_ids", *PAIR_COLUMNS)
+        base = row_id({k: r.get(k) for k in keys if r.get(k) is not None})
         n = counts.get(base, 0)
         counts[base] = n + 1
         r["id"] = base if n == 0 else f"{base}-{n}"

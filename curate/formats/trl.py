@@ -1,18 +1,23 @@
-"""TRL: ``trl-sft`` (SFTTrainer) and ``trl-grpo`` (GRPOTrainer) jsonl files, and reading them back.
+"""TRL: ``trl-sft`` (SFTTrainer), ``trl-grpo`` (GRPOTrainer) and ``trl-dpo`` (DPOTrainer) jsonl files, read back.
 
 ``trl-sft`` writes ``<name>.jsonl`` with a conversational ``messages`` column (or ``prompt`` and ``completion`` chat
 lists with ``style="prompt-completion"``); a pre-tokenised version goes out as ``input_ids`` + ``labels`` as they
 are, which SFTTrainer uses without tokenising again (-100 = no loss). ``trl-grpo`` writes prompt-only rows: the
 ``prompt`` chat list, ``solution`` (the version's ``answer``, which ``trl.rewards.accuracy_reward`` reads) and the
-other columns, which GRPOTrainer hands to reward functions as keyword arguments.
+other columns, which GRPOTrainer hands to reward functions as keyword arguments. ``trl-dpo`` writes conversational
+preference rows with an explicit prompt: ``prompt`` (the prompt's turns), ``chosen`` and ``rejected`` (the assistant
+turns), plus ``margin``, the rewards and the prompt's columns; DPOTrainer and RewardTrainer read the same rows.
 
-Field names follow TRL's ``docs/source/dataset_formats.md`` (conversational, prompt-completion and prompt-only
-layouts), ``SFTTrainer``'s pre-tokenised path (a ``labels`` column is used as is) and ``SFTConfig.max_length``
-(1024 by default, which truncates pre-tokenised rows). Departure: TRL has no per-sample loss weights, so a
-``weight`` column is exported but TRL ignores it.
+Field names follow TRL's ``docs/source/dataset_formats.md`` (conversational, prompt-completion, prompt-only and
+preference layouts), ``DPOTrainer._prepare_dataset`` (it tokenises ``prompt`` with the generation prompt and
+``prompt + chosen`` / ``prompt + rejected``, so the turns must not repeat the prompt), ``SFTTrainer``'s
+pre-tokenised path (a ``labels`` column is used as is) and ``SFTConfig.max_length`` (1024 by default, which truncates
+pre-tokenised rows). Departure: TRL has no per-sample loss weights, so a ``weight`` column is exported but TRL
+ignores it.
 
     curate export sft-fisher --format trl-sft --out exports/sft
     curate export math-curriculum --format trl-grpo --out exports/grpo
+    curate export math-pairs --format trl-dpo --out exports/dpo
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ from curate.formats.base import (
     chat,
     data_files,
     extras,
+    holds_pairs,
+    pair_row,
     read_rows,
     require,
+    require_pairs,
     require_prompt_rows,
     rows_of,
     shuffle_line,
@@ -152,6 +160,10 @@ class TrlSft(Format):
                 prompt = chat(row.pop("prompt"), f"{where}: field 'prompt'", "user")
                 completion = chat(row.pop("completion"), f"{where}: field 'completion'", "assistant")
                 row["messages"], row["prompt"] = prompt + completion, prompt
+            elif holds_pairs(list(row)):
+                raise InputError(
+                    f"{where}: a preference row (chosen, rejected): import it with --format {TrlDpo.name}"
+                )
             elif row.get("input_ids") is None:
                 raise InputError(
                     f"{where}: expected 'messages', 'prompt'+'completion' or pre-tokenised 'input_ids' "
@@ -215,3 +227,34 @@ class TrlGrpo(Format):
                 row["answer"] = as_text(row.pop("solution"))
             out.append(row)
         return out, files
+
+
+class TrlDpo(Format):
+    """TRL DPOTrainer (and RewardTrainer) preference rows: ``prompt``, ``chosen``, ``rejected`` message lists."""
+
+    name = "trl-dpo"
+    suffix = ".jsonl"
+    pairwise = True
+
+    def write(self, table: pa.Table, ctx: ExportContext, opts: Any) -> tuple[list[Path], list[str]]:
+        require_pairs(table, ctx)
+        path = ctx.out_dir / f"{ctx.stem}.jsonl"
+        cols = ["id", "prompt", "chosen", "rejected", *extras(table, ("prompt_id", "answer", "data_source"))]
+        write_jsonl(path, rows_of(table, list(dict.fromkeys(cols))))
+        args = 'output_dir="out"' + (', train_sampling_strategy="sequential"' if ctx.curriculum else "")
+        lines = [
+            "TRL DPO, conversational preference rows with an explicit prompt: DPOTrainer applies the chat template to "
+            "`prompt` and to `prompt` + `chosen` / `rejected`, and trains on the chosen and rejected turns.",
+            "  from datasets import load_dataset",
+            "  from trl import DPOConfig, DPOTrainer",
+            f'  ds = load_dataset("json", data_files="{path}", split="train")',
+            f'  DPOTrainer(model="<model>", train_dataset=ds, args=DPOConfig({args})).train()',
+            "The same rows train a reward model with trl.RewardTrainer; `margin` and the rewards are extra columns "
+            "TRL does not read.",
+            *shuffle_line(ctx.curriculum, 'Keep it with DPOConfig(train_sampling_strategy="sequential") as above.'),
+        ]
+        return [path], lines
+
+    def read(self, path: Path, src: str, split: str) -> tuple[list[dict[str, Any]], list[Path]]:
+        files = data_files(path, (".jsonl", ".json", ".parquet"), self.name)
+        return [pair_row(row, f"{src}: row {i}") for i, row in enumerate(read_rows(files))], files

@@ -14,9 +14,16 @@ from curate.selectors.base import Selection, Selector
 from curate.selectors.decontam import DecontamSelector
 from curate.selectors.dedup import DedupSelector
 from curate.selectors.difficulty import DifficultySelector
+from curate.selectors.facility import FacilitySelector
 from curate.selectors.fisher import FisherSelector
+from curate.selectors.ifd import IFDSelector
+from curate.selectors.kcenter import KCenterSelector
 from curate.selectors.length import LengthSelector
+from curate.selectors.pairs import PairsSelector
+from curate.selectors.perplexity import PerplexitySelector
 from curate.selectors.random import RandomSelector
+from curate.selectors.rds import RDSSelector
+from curate.selectors.rejection import RejectionSelector
 from curate.selectors.token_clean import TokenCleanSelector
 from curate.selectors.variance import VarianceSelector
 
@@ -30,6 +37,13 @@ SELECTORS: dict[str, type[Selector]] = {
     "dedup": DedupSelector,
     "decontam": DecontamSelector,
     "length": LengthSelector,
+    "ifd": IFDSelector,
+    "perplexity": PerplexitySelector,
+    "kcenter": KCenterSelector,
+    "facility": FacilitySelector,
+    "rds": RDSSelector,
+    "rejection": RejectionSelector,
+    "pairs": PairsSelector,
 }
 
 

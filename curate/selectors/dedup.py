@@ -52,9 +52,10 @@ from typing import Any, Self
 import numpy as np
 import pyarrow as pa
 
+from curate.embeddings import embed_texts
 from curate.errors import CurateError
 from curate.selectors.base import FilterSelector, Selection
-from curate.store import Store, Version
+from curate.store import Version
 from curate.text import FIELDS, canonical, iter_batches, mix64, ngram_hashes, row_texts, words
 
 __all__ = ["LEVELS", "DedupSelector", "embed_texts", "jaccard", "lsh_params", "minhash_signatures"]
@@ -72,8 +73,6 @@ _PERM_CHUNK = 8
 _MAX_BUCKET_PAIRS = 32
 # Rows per faiss search block in semantic dedup (a block's own similarity matrix is block^2 floats).
 _BLOCK = 1024
-# Bump when the meaning of cached embeddings changes.
-EMBEDDINGS_FORMAT = 1
 _U64 = np.uint64
 
 
@@ -205,71 +204,6 @@ def _bucket_pairs(band: np.ndarray, live: np.ndarray) -> np.ndarray:
     if not out:
         return np.zeros((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(out).astype(np.int64), axis=0)
-
-
-# ---------------------------------------------------------------------------------------------- embeddings
-
-
-def embed_texts(
-    texts: Sequence[str],
-    *,
-    model: str = "minilm",
-    store: Store | None = None,
-    stats: dict[str, int] | None = None,
-    batch_tokens: int | None = None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    num_workers: int = 1,
-    gpus_per_worker: float = 0.0,
-) -> np.ndarray:
-    """(len(texts), d) float32 L2-normalised sentence embeddings, cached per text in ``store`` (when given).
-
-    Batches hold about ``batch_tokens`` tokens (default 8192; 4 characters count as one). ``engine="ray"``
-    encodes the batches on Ray actors; the values and the cache are the same.
-
-    >>> embed_texts(["hello", "hello"]).shape   # doctest: +SKIP
-    (2, 384)
-    """
-    from curate.cache import RowCache, content_key, settings_key
-    from curate.engine import Engine, TaskSpec, Worker
-    from curate.models import resolve
-    from curate.scoring import cached_map
-
-    runner = Engine(engine, ray_address, num_workers, gpus_per_worker)
-    settings = {
-        "what": "sentence-transformers embedding of the text, L2-normalised",
-        "format": EMBEDDINGS_FORMAT,
-        "model": resolve(model).identity,
-    }
-    cache = RowCache(store, "embeddings", settings_key(settings), settings) if store is not None else None
-    spec = TaskSpec(_embed_batch, model, {})
-    keys = [content_key({"text": t}) for t in texts]
-    out = cached_map(
-        list(texts),
-        keys,
-        Worker(spec).run,
-        cache,
-        # Approximate tokens (4 characters each, capped at the encoder's 256-token window) for batch packing.
-        length=lambda t: min(len(t) // 4 + 2, 256),
-        batch_tokens=8192 if batch_tokens is None else batch_tokens,
-        stats=stats,
-        desc=f"embeddings ({model})",
-        spec=spec,
-        engine=runner,
-    )
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
-
-
-def _embed_batch(state: dict[str, Any], spec: Any, batch: list[str]) -> list[np.ndarray]:
-    """``embed_texts``' encoder over one packed batch of texts; runs on any engine."""
-    from curate.models import load_embedder
-
-    if "model" not in state:
-        state["model"] = load_embedder(spec.model)
-    emb = state["model"].encode(
-        list(batch), batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    return [np.asarray(e, dtype=np.float32) for e in emb]
 
 
 # ---------------------------------------------------------------------------------------------- the selector

@@ -8,11 +8,13 @@ What it computes, per step:
 2. Sample ``n`` completions per prompt from the policy being trained (``model.generate``, left-padded; the hf
    ``Generator`` returns text, and training needs the sampled token ids) and score them with ``--reward``
    (``curate.rewards``: ``fn(completion, answer, **row)``).
-3. Select: with ``--drop-zero-variance`` (DAPO dynamic sampling) groups whose rewards all agree are dropped; with
-   ``--downsample m`` (PODS) only the m rollouts of maximum reward variance are kept
-   (``curate.groups.max_variance_subset``).
-4. Advantages over each kept (sub)group: ``A = (r - mean) / (std + 1e-4)``, population std, every token of a
-   completion sharing its sequence's A.
+3. Select: with ``--drop-zero-variance`` (DAPO dynamic sampling) groups whose rollouts all agree are dropped:
+   ``--metric acc`` (default, DAPO's ``metric=acc``: correctness, a reward > 0.5) or ``score`` (the reward), "agree"
+   meaning a population std ``<= --tolerance`` (default 1e-6); with ``--downsample m`` (PODS) only the m rollouts of
+   maximum reward variance are kept (``curate.groups.max_variance_subset``).
+4. Advantages over each kept (sub)group: ``A = (r - mean) / (std + 1e-4)``, std with ``--ddof`` (default 1, the
+   sample std, as TRL's ``GRPOTrainer`` and PODS compute it; 0 gives the population std), every token of a
+   completion sharing its sequence's A. A group of one rollout gets A = 0.
 5. ``ppo_epochs`` passes over the kept rollouts, each in ``minibatches`` optimizer steps, minimising the token-mean
    (over all completion tokens of the minibatch, DAPO's token-level normalisation) of
 
@@ -25,10 +27,29 @@ What it computes, per step:
 
 Papers: GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300); PPO clipping (Schulman et al., arXiv 1707.06347);
 DAPO (Yu et al., arXiv 2503.14476: dynamic sampling, token-level loss); PODS (Xu et al., arXiv 2504.13818).
-Departures: DAPO refills the batch after dropping groups, here the step simply trains on fewer groups (the kept
-fraction is logged); no clip-higher or overlong shaping; the policy runs in eval mode (no dropout) so rho is
-exactly 1 at the first update; sampling is plain ``generate`` on the training device: vLLM with weight syncing is
-not wired in (on a GPU generation runs under bf16 autocast, and is the slow part for long completions).
+
+Departures from DeepSeekMath's GRPO (its eq. 3 and section 4):
+
+- ``beta = 0`` by default (DeepSeekMath: 0.04), so no reference model is kept; ``--beta`` restores the k3 KL term,
+  the same estimator the paper uses, to the initial policy (the paper's iterative GRPO also resets the reference
+  to the current policy each iteration; there is no iteration here).
+- Loss aggregation: the token-mean over all completion tokens of the minibatch (DAPO), where the paper averages
+  each completion's tokens first and then the G completions (1/G sum_i 1/|o_i| sum_t); long completions weigh more
+  here, as in DAPO.
+- Advantages divide by ``std + 1e-4`` (TRL; the paper: std), with the sample std by default (``--ddof 1``; the paper
+  does not say which), over the PODS subset when ``--downsample`` is given.
+- Rewards come from a verifiable reward function (``--reward``), not a trained reward model; outcome supervision
+  only (no process supervision), and no reward-model retraining between iterations.
+- Optional group selection the paper does not have: ``--drop-zero-variance`` (DAPO), ``--downsample`` (PODS),
+  ``--curriculum online``.
+- Defaults sized for small runs: ``n = 8`` completions per prompt (the paper: 64), 4 prompts per step, 128 new
+  tokens; the paper's single policy update per exploration stage is the default (``ppo_epochs = minibatches = 1``).
+
+Departures from DAPO and the rest: DAPO refills the batch after dropping groups, here the step simply trains on
+fewer groups (the kept fraction is logged), and DAPO keeps one-rollout groups and tests ``std > 0`` exactly; no
+clip-higher or overlong shaping; the policy runs in eval mode (no dropout) so rho is exactly 1 at the first update;
+sampling is plain ``generate`` on the training device: vLLM with weight syncing is not wired in (on a GPU generation
+runs under bf16 autocast, and is the slow part for long completions).
 
 Per step ``metrics.jsonl`` gets reward mean/std, kept fraction, a 5-bin histogram of per-prompt pass rates (mean
 reward clipped to [0, 1]; bins [0, .2), [.2, .4), [.4, .6), [.6, .8), [.8, 1]), loss, kl, clip fraction, lr and
@@ -49,7 +70,17 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
-from curate.groups import group_advantages, max_variance_subset, zero_variance
+from curate.groups import (
+    DDOFS,
+    DEFAULT_DDOF,
+    METRICS,
+    ZERO_STD_TOL,
+    group_advantages,
+    max_variance_subset,
+    metric_values,
+    zero_variance,
+)
+from curate.rollouts import PASS_THRESHOLD
 from curate.train.curriculum import OnlineDifficultySampler
 from curate.train.data import (
     IGNORE,
@@ -124,7 +155,14 @@ class GRPOConfig:
     downsample: int | None = None
     """PODS: keep the m of n rollouts per prompt with maximum reward variance (2 <= m <= n)."""
     drop_zero_variance: bool = False
-    """DAPO: drop groups whose rewards are all equal before the update."""
+    """DAPO: drop groups whose rollouts all agree (see ``metric``) before the update."""
+    metric: str = "acc"
+    """What ``--drop-zero-variance`` compares: ``acc`` (correctness, reward > 0.5; DAPO's choice) or ``score``
+    (the reward)."""
+    tolerance: float = ZERO_STD_TOL
+    """A group agrees when the population std of its metric values is at most this."""
+    ddof: int = DEFAULT_DDOF
+    """Std of the advantages: 1 (sample std, TRL / PODS) or 0 (population std, sqrt(n / (n - 1)) larger)."""
     curriculum: str = "none"
     """``none`` (sequential pass) or ``online`` (learnability sampler, updated with each step's rewards)."""
     eval_ref: str | None = None
@@ -172,6 +210,12 @@ class GRPOConfig:
             raise CurateError("--eval-every needs --eval-ref and must be >= 1")
         if self.save_every is not None and self.save_every < 1:
             raise CurateError(f"--save-every must be >= 1, got {self.save_every}")
+        if self.metric not in METRICS:
+            raise CurateError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if not self.tolerance >= 0:
+            raise CurateError(f"--tolerance must be >= 0, got {self.tolerance}")
+        if isinstance(self.ddof, bool) or self.ddof not in DDOFS:
+            raise CurateError(f"--ddof must be 0 or 1, got {self.ddof!r}")
         if self.precision not in PRECISIONS:
             raise CurateError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -306,18 +350,26 @@ def score(reward_fn: Any, prompt: Prompt, text: str, ref: str) -> float:
 
 
 # ============================================================================================== advantages
-def select_rollouts(rewards: np.ndarray, *, downsample: int | None, drop_zero_variance: bool):
-    """For one group's rewards: the kept indices and their advantages ((r - mean) / (std + 1e-4) over the kept),
-    or ``None`` when the group is dropped.
+def select_rollouts(
+    rewards: np.ndarray,
+    *,
+    downsample: int | None,
+    drop_zero_variance: bool,
+    metric: str = "acc",
+    tolerance: float = ZERO_STD_TOL,
+    ddof: int = DEFAULT_DDOF,
+):
+    """For one group's rewards: the kept indices and their advantages ((r - mean) / (std + 1e-4) over the kept, std
+    with ``ddof``), or ``None`` when the group is dropped (its ``metric`` values agree within ``tolerance``).
 
     >>> idx, adv = select_rollouts(np.array([0.0, 1.0, 1.0, 1.0]), downsample=2, drop_zero_variance=True)
     >>> idx.tolist(), adv.round(3).tolist()
-    ([0, 1], [-1.0, 1.0])
+    ([0, 1], [-0.707, 0.707])
     """
-    if drop_zero_variance and zero_variance(rewards):
+    if drop_zero_variance and zero_variance(metric_values(rewards, metric, PASS_THRESHOLD), tolerance=tolerance):
         return None
     keep = max_variance_subset(rewards, downsample) if downsample else np.arange(len(rewards))
-    return keep, group_advantages(rewards[keep])
+    return keep, group_advantages(rewards[keep], ddof)
 
 
 def pass_rate_histogram(rewards: np.ndarray) -> list[int]:
@@ -553,7 +605,12 @@ def grpo(data: TrainData, config: GRPOConfig | None = None, *, store: Any = None
             examples = []
             for g, p in enumerate(batch):
                 chosen = select_rollouts(
-                    rewards[g], downsample=config.downsample, drop_zero_variance=config.drop_zero_variance
+                    rewards[g],
+                    downsample=config.downsample,
+                    drop_zero_variance=config.drop_zero_variance,
+                    metric=config.metric,
+                    tolerance=config.tolerance,
+                    ddof=config.ddof,
                 )
                 if chosen is None:
                     continue
