@@ -74,8 +74,8 @@ class CompareConfig:
     """Held-out version (a ref) scored after each run: token-mean NLL of its assistant tokens."""
     arms: tuple[str, ...] = ("random",)
     """Arms: selector methods and controls (random, random-tokens, longest, full, base), comma-separated."""
-    budget: int | None = 32
-    """Rows each arm selects (selectors that take a row budget); none with --budget-tokens."""
+    budget: int | None = None
+    """Rows each arm selects (selectors that take a row budget); 32 unless --budget-tokens is given."""
     budget_tokens: int | None = None
     """Trained tokens each arm selects instead of rows (selectors that take a token budget)."""
     seeds: int = 3
@@ -126,8 +126,10 @@ class CompareConfig:
             get_reward(self.reward)  # an unknown reward fails here, before any selection or training
         if self.rl and self.reward is None:
             raise CurateError(f"compare: --trainer {self.trainer} scores held-out reward: give --reward")
-        if (self.budget is None) == (self.budget_tokens is None):
-            raise CurateError("compare: give exactly one of --budget and --budget-tokens")
+        if self.budget is not None and self.budget_tokens is not None:
+            raise CurateError("compare: give one of --budget and --budget-tokens, not both")
+        if self.budget is None and self.budget_tokens is None:
+            self.budget = 32
         self.arm_params()
 
     def arm_params(self) -> dict[str, dict[str, Any]]:

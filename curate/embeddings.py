@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from curate.cache import RowCache, content_key, settings_key
 from curate.engine import Engine, TaskSpec, Worker
-from curate.errors import CurateError
+from curate.errors import CurateError, InputError
 from curate.store import Store, Version
 from curate.text import FIELDS, iter_batches, row_texts
 
@@ -241,17 +241,25 @@ def _pooled_features(
         feature_stats: dict[str, int] = {}
         # Nothing pooled yet (a first run): the input itself, so that an error names the row where it is.
         whole = len(missing) == len(first)
-        feats = extract_features(
-            version_or_rows if whole else [{"id": row_ids[first[k]], "messages": convs[first[k]]} for k in missing],
-            model=model,
-            dim=dim,
-            max_tokens_per_example=max_tokens_per_example,
-            seed=seed,
-            batch_tokens=batch_tokens,
-            store=cache_store,
-            stats=feature_stats,
-            **engine_kwargs,
-        )
+        todo = version_or_rows if whole else [{"id": row_ids[first[k]], "messages": convs[first[k]]} for k in missing]
+        try:
+            feats = extract_features(
+                todo,
+                model=model,
+                dim=dim,
+                max_tokens_per_example=max_tokens_per_example,
+                seed=seed,
+                batch_tokens=batch_tokens,
+                store=cache_store,
+                stats=feature_stats,
+                **engine_kwargs,
+            )
+        except InputError:
+            if whole:
+                raise
+            # The error named the row's place among the missing rows ("rows: row 0"): name it in the input instead.
+            _name_bad_row(model, [first[k] for k in missing], convs, row_ids, src)
+            raise
         by_key = dict(zip(keys if whole else missing, feats, strict=True))
         pooled = [pool_features(by_key[k], pooling).astype(np.float32) for k in missing]
         totals = stats.setdefault("features", {})
@@ -263,6 +271,16 @@ def _pooled_features(
     if not keys:
         return np.zeros((0, 0), np.float32)
     return np.stack([done[k] for k in keys]).astype(np.float32, copy=False)
+
+
+def _name_bad_row(model: str, rows: Sequence[int], convs: list[list[dict]], row_ids: list[str], src: str) -> None:
+    """Raise the chat-template error of the first of ``rows`` whose conversation the template refuses, if any."""
+    from curate.models import load_tokenizer
+    from curate.scoring import _trained_mask
+
+    tokenizer = load_tokenizer(model)
+    for i in rows:
+        _trained_mask(tokenizer, convs[i], src, i, row_ids[i])
 
 
 def _texts(version_or_rows: Any, store: Store | str | None, fields: Sequence[str]) -> tuple[list[str], Store | None]:

@@ -125,7 +125,8 @@ def top_p_groups(mass: Sequence[float] | np.ndarray, p: float) -> np.ndarray:
     (largest first, ties by lower index), whose summed mass is ``>= p * total``.
 
     The boundary group is kept (the prefix reaches p, it does not stop short of it). Zero-mass groups never help reach
-    the threshold, so they are kept only if nothing else is; a total of 0 keeps none (the empty prefix reaches 0).
+    the threshold, so they are never kept, not even at ``p = 1`` (RAGEN-2's code keeps every group at ``p >= 1``); a
+    total of 0 keeps none (the empty prefix reaches 0).
     Equality is judged up to 1e-12 of the total (float rounding).
 
     >>> top_p_groups([0.5, 0.2, 0.3], 0.5).tolist(), top_p_groups([0.5, 0.2, 0.3], 0.8).tolist()

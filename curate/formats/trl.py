@@ -6,7 +6,9 @@ are, which SFTTrainer uses without tokenising again (-100 = no loss). ``trl-grpo
 ``prompt`` chat list, ``solution`` (the version's ``answer``, which ``trl.rewards.accuracy_reward`` reads) and the
 other columns, which GRPOTrainer hands to reward functions as keyword arguments. ``trl-dpo`` writes conversational
 preference rows with an explicit prompt: ``prompt`` (the prompt's turns), ``chosen`` and ``rejected`` (the assistant
-turns), plus ``margin``, the rewards and the prompt's columns; DPOTrainer and RewardTrainer read the same rows.
+turns), plus ``margin``, the rewards and the prompt's columns; DPOTrainer and RewardTrainer read the same rows
+(RewardTrainer also reads ``margin``: its loss is -log sigmoid(r_chosen - r_rejected - margin) when the column is
+there; DPOTrainer ignores it).
 
 Field names follow TRL's ``docs/source/dataset_formats.md`` (conversational, prompt-completion, prompt-only and
 preference layouts), ``DPOTrainer._prepare_dataset`` (it tokenises ``prompt`` with the generation prompt and
@@ -249,8 +251,9 @@ class TrlDpo(Format):
             "  from trl import DPOConfig, DPOTrainer",
             f'  ds = load_dataset("json", data_files="{path}", split="train")',
             f'  DPOTrainer(model="<model>", train_dataset=ds, args=DPOConfig({args})).train()',
-            "The same rows train a reward model with trl.RewardTrainer; `margin` and the rewards are extra columns "
-            "TRL does not read.",
+            "The same rows train a reward model with trl.RewardTrainer, which reads `margin` and subtracts it inside "
+            "its loss, -log sigmoid(r_chosen - r_rejected - margin); drop the column for the plain Bradley-Terry "
+            "loss. DPOTrainer ignores `margin` and the rewards.",
             *shuffle_line(ctx.curriculum, 'Keep it with DPOConfig(train_sampling_strategy="sequential") as above.'),
         ]
         return [path], lines

@@ -23,7 +23,8 @@ as a question and answer that do not belong together; such rows are dropped (rea
 and kept within the budget (``--budget``, ``--fraction`` of all input rows, or ``--budget-tokens``; none keeps the
 whole band; reason ``below_budget``). A row with no answer token (no assistant turn, only blank ones, or none left
 within the tokenizer's ``model_max_length``) gets reason ``no_answer_tokens``; one whose IFD is not a finite number
-(non-finite losses, or an alone loss of 0) gets ``nan_score``. Both have a NaN score and are never kept.
+(non-finite losses, or with ``--ratio loss`` an alone loss of 0) gets ``nan_score``. Both have a NaN score and are
+never kept.
 
 Two forward passes per row (no backward), through ``curate.scoring.token_losses`` and its cache: a rerun with
 another band or budget costs none, and the conditioned pass is the one ``--method perplexity`` reads, so either

@@ -26,7 +26,8 @@ Papers: DPO (Rafailov et al., "Direct Preference Optimization", NeurIPS 2023, ar
 pairs. Best-of-n against worst-of-n from the policy's own samples ranked by a reward is the on-policy pair
 construction of iterative DPO (Dong et al., "RLHF Workflow: From Reward Modeling to Online RLHF",
 arXiv 2405.07863). The ``margin`` column is the reward gap a margin-aware reward-model loss uses (Llama 2, Touvron
-et al., arXiv 2307.09288); OpenRLHF's ``train_rm --model.margin_loss_enable`` reads it under that name.
+et al., arXiv 2307.09288); TRL's ``RewardTrainer`` subtracts it in its loss whenever the column is there, OpenRLHF's
+``train_rm --model.margin_loss_enable`` reads it under that name.
 
 Departures: pairs are built once, offline, from a fixed rollouts version (iterative DPO re-samples every round).
 ``--mode all`` and ``--margin`` are options of this implementation, not of the papers, and so is the length
@@ -53,6 +54,7 @@ from curate.selectors.rejection import (
     GENERATION_COLUMNS,
     ROLLOUT_COLUMNS,
     best_first,
+    check_prompts,
     check_rollouts,
     completion_lengths,
     completions_of,
@@ -119,6 +121,7 @@ class PairsSelector(Selector):
         ids, groups = prompt_groups(version, table)
         r = rewards_of(version, table, ids, groups)
         lengths = completion_lengths(table, completions_of(version, table))
+        check_prompts(version)
         samples = sample_order(table)
         margin = float(self.margin)
         self.scores_ = r.copy()

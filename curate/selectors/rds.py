@@ -180,6 +180,11 @@ class RDSSelector(EmbeddingSelector):
             raise CurateError(
                 f"--query {self.query}: needs a messages column (the version has {', '.join(q.columns)})"
             )
+        if not {"messages", "prompt", "completion"} & set(q.columns):
+            raise CurateError(
+                f"--query {self.query}: needs a messages, prompt or completion column "
+                f"(the version has {', '.join(q.columns)})"
+            )
         if not len(q):
             raise CurateError(f"--query {self.query}: the version has no rows")
         return q

@@ -35,6 +35,7 @@ from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.errors import CurateError
 from curate.records import MESSAGES
@@ -47,6 +48,7 @@ __all__ = [
     "ROLLOUT_COLUMNS",
     "RejectionSelector",
     "best_first",
+    "check_prompts",
     "check_rollouts",
     "completion_lengths",
     "completions_of",
@@ -68,6 +70,19 @@ def check_rollouts(version: Version, method: str) -> None:
             f"{version.ref}: --method {method} needs a rollouts version with columns {', '.join(ROLLOUT_COLUMNS)} "
             f"(missing {', '.join(missing)}; run `curate rollout {version.name}` first)"
         )
+
+
+def check_prompts(version: Version) -> None:
+    """Refuse a rollout row whose ``prompt`` is null or has no turn, naming the row: its SFT row or preference pair
+    would have no question (an SFT conversation opening with the answer, a pair no preference format can write)."""
+    col = version.to_arrow(columns=["prompt"]).column("prompt")
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+        raise CurateError(f"{version.ref}: field 'prompt' must be a list of {{role, content}} turns, got {col.type}")
+    turns = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
+    if (turns == 0).any():
+        row = int(np.flatnonzero(turns == 0)[0])
+        rid = version.to_arrow(columns=["id"]).column("id")[row].as_py() if "id" in version.columns else row
+        raise CurateError(f"{version.ref}: row {row} (id {rid}): field 'prompt' is null or empty")
 
 
 def completions_of(version: Version, table: pa.Table) -> list[str]:
@@ -164,6 +179,7 @@ class RejectionSelector(Selector):
         ids, groups = prompt_groups(version, table)
         r = rewards_of(version, table, ids, groups)
         lengths = completion_lengths(table, completions_of(version, table))
+        check_prompts(version)
         samples = sample_order(table)
         self.scores_ = r.copy()
         self.reasons_ = [""] * len(r)
