@@ -748,6 +748,10 @@ class Store:
             self._register(name, vid, v.manifest_sha256)
             return v
 
+        names = table.column_names
+        if twice := sorted({c for c in names if names.count(c) > 1}):
+            # Parquet writes such a table and then cannot read it back: refuse it before anything is written.
+            raise CurateError(f"{name}: the table has column(s) {', '.join(twice)} more than once; nothing was saved")
         t0 = time.perf_counter()
         manifest: dict[str, Any] = {
             "id": vid,

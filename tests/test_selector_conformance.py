@@ -152,3 +152,14 @@ def test_services_are_declared_and_stay_out_of_the_recipe(method):
     if sel.uses:  # a bound service changes how the work is done, never the recipe
         sel.bind(**dict.fromkeys(sel.uses, print))
         assert sel.get_params() == before and all(sel.service(u) is print for u in sel.uses)
+
+
+def test_a_selection_of_a_selection_by_the_same_method_replaces_its_columns(store):
+    """random on a random selection: the file holds one random_score and one random_rank, the new ones."""
+    curate.save(_sft_rows(8), name="rows", store=store)
+    first = curate.select("rows", method="random", budget=6, seed=0, name="first", store=store)
+    second = curate.select(first.ref, method="random", budget=3, seed=1, name="second", store=store)
+    table = second.to_arrow()
+    assert table.column_names.count("random_score") == 1 and table.column_names.count("random_rank") == 1
+    assert table.column("random_rank").to_pylist() == [1, 2, 3]
+    assert set(table.column("id").to_pylist()) <= set(first.to_arrow().column("id").to_pylist())

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import curate
-from curate.errors import IntegrityError, RefError
+from curate.errors import CurateError, IntegrityError, RefError
 from curate.store import Store, recipe_id
 
 
@@ -131,3 +131,12 @@ def test_failed_commit_leaves_no_version(store, monkeypatch):
 def test_store_env_default(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_STORE", str(tmp_path / "s"))
     assert Store().root == tmp_path / "s"
+
+
+def test_a_table_with_a_column_twice_is_refused_and_nothing_is_saved(store):
+    """Parquet writes such a file and cannot read it back: the commit refuses it first."""
+    table = pa.table({"id": ["a"], "x": [1]}).append_column("x", pa.array([2]))
+    with pytest.raises(CurateError, match="bad: the table has column\\(s\\) x more than once; nothing was saved"):
+        store.commit(table, name="bad", op={"name": "test"})
+    with pytest.raises(CurateError):
+        store.load("bad")

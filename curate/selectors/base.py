@@ -192,8 +192,11 @@ class Selector(ABC):
         return Selection(order=np.asarray(keep, dtype=np.int64), reasons=reasons)
 
     def transform(self, table: pa.Table, selection: Selection) -> pa.Table:
-        """Kept rows in output order, plus ``<method>_score`` and ``<method>_rank`` (1 = first)."""
+        """Kept rows in output order, plus ``<method>_score`` and ``<method>_rank`` (1 = first); a selection of a
+        selection made by the same method replaces those columns (a Parquet file cannot hold a name twice)."""
         out = table.take(pa.array(selection.order, type=pa.int64()))
+        mine = {f"{self.prefix}_score", f"{self.prefix}_rank", *selection.columns}
+        out = out.drop_columns([c for c in out.column_names if c in mine])
         out = out.append_column(
             f"{self.prefix}_score", pa.array(self.scores_[selection.order].astype(np.float64), type=pa.float64())
         )
