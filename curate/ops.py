@@ -362,8 +362,15 @@ def compare(ref: str | Version, *, name: str, store: Store | str | None = None, 
 def _compare_line(v: Version, params: dict[str, Any]) -> str:
     from curate.comparison import verdict
 
-    lines = [f"{v.ref} id={v.id} runs={len(v)}  (heldout_loss: token-mean NLL, lower is better; 95% intervals)"]
-    for row in v.manifest.get("stats", {}).get("summary", []):
+    said = {
+        "heldout_loss": "heldout_loss: token-mean NLL, lower is better",
+        "accuracy": "accuracy: greedy answers correct, higher is better",
+        "heldout_reward": "heldout_reward: mean reward of greedy answers, higher is better",
+    }
+    summary = v.manifest.get("stats", {}).get("summary", [])
+    metrics = "; ".join(said.get(m, m) for m in dict.fromkeys(row["metric"] for row in summary))
+    lines = [f"{v.ref} id={v.id} runs={len(v)}  ({metrics}; 95% intervals)"]
+    for row in summary:
         line = f"  {row['metric']:<12} {row['arm']:<24} {row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
         if "vs_random" in row:
             d = row["vs_random"]
