@@ -98,6 +98,23 @@ class EmbeddingSelector(Selector):
         )
         return unit_rows(x)
 
+    def embed_pool(self, version: Version) -> tuple[np.ndarray, np.ndarray]:
+        """The unit-length vectors of ``version``'s rows and the indices of those with a non-zero vector; sets
+        ``version_``, ``ids_`` and ``empty_`` (rows with a zero vector) for ``select`` and the decisions."""
+        self.version_ = version
+        x, ok = self.embed(version)
+        self.ids_ = self.row_ids(version)
+        self.empty_ = ~ok
+        return x, np.flatnonzero(ok)
+
+    def select(self) -> Selection:
+        """Kept rows in pick order (``picks_``); ``no_trained_tokens`` for rows with a zero vector, else
+        ``below_budget``."""
+        reasons = [EMPTY_REASON if e else "below_budget" for e in self.empty_]
+        for i in self.picks_:
+            reasons[i] = ""
+        return Selection(order=np.asarray(self.picks_, dtype=np.int64), reasons=reasons)
+
     def rows_wanted(self, n: int) -> int:
         """How many rows ``--budget`` or ``--fraction`` asks for out of ``n``."""
         if getattr(self, "budget", None) is not None:

@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from curate.errors import CurateError
 from curate.selectors.base import Selection
-from curate.selectors.embedded import EMPTY_REASON, EmbeddingSelector
+from curate.selectors.embedded import EmbeddingSelector
 from curate.store import Version
 
 __all__ = ["FacilitySelector", "greedy_facility"]
@@ -209,14 +209,10 @@ class FacilitySelector(EmbeddingSelector):
 
     def fit(self, version: Version) -> Self:
         self.check_input(version)
-        self.version_ = version
-        x, ok = self.embed(version)
+        x, cand = self.embed_pool(version)
         n = len(version)
-        cand = np.flatnonzero(ok)
         state = FacilityState(x[cand])
         picks, gains = lazy_loop(state, min(self.rows_wanted(n), len(cand)))
-        self.ids_ = self.row_ids(version)
-        self.empty_ = ~ok
         self.picks_ = cand[picks]
         scores = np.zeros(n)
         # Unpicked rows get their exact gain against the final selection, so decisions.parquet ranks every row.
@@ -232,13 +228,6 @@ class FacilitySelector(EmbeddingSelector):
         # f(all rows) = the number of rows with a vector: each row represents itself with similarity 1.
         self.coverage_ = self.objective_ / len(cand) if len(cand) else 0.0
         return self
-
-    def select(self) -> Selection:
-        """Kept rows in pick order; ``no_trained_tokens`` for rows with a zero vector, else ``below_budget``."""
-        reasons = [EMPTY_REASON if e else "below_budget" for e in self.empty_]
-        for i in self.picks_:
-            reasons[i] = ""
-        return Selection(order=np.asarray(self.picks_, dtype=np.int64), reasons=reasons)
 
     def transform(self, table: pa.Table, selection: Selection) -> pa.Table:
         """Kept rows in pick order with ``facility_gain`` (the gain when picked) and ``facility_rank`` (1 = first)."""

@@ -149,13 +149,9 @@ class KCenterSelector(EmbeddingSelector):
 
     def fit(self, version: Version) -> Self:
         self.check_input(version)
-        self.version_ = version
-        x, ok = self.embed(version)
+        x, cand = self.embed_pool(version)
         n = len(version)
-        cand = np.flatnonzero(ok)
         cover = farthest_first(x[cand], min(self.rows_wanted(n), len(cand)))
-        self.ids_ = self.row_ids(version)
-        self.empty_ = ~ok
         self.picks_ = cand[cover.picks]
         self.covered_by_ = np.full(n, -1, dtype=np.int64)
         has = cover.nearest >= 0

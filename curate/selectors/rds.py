@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from curate.errors import CurateError
 from curate.selectors.base import Selection
-from curate.selectors.embedded import EMPTY_REASON, EmbeddingSelector
+from curate.selectors.embedded import EmbeddingSelector
 from curate.store import Version
 
 __all__ = ["AGGREGATES", "RDSSelector", "by_max", "round_robin"]
@@ -197,9 +197,8 @@ class RDSSelector(EmbeddingSelector):
 
     def fit(self, version: Version) -> Self:
         self.check_input(version)
-        self.version_ = version
         query = self._query_version(version)
-        x, ok = self.embed(version)
+        x, cand = self.embed_pool(version)
         qx, qok = self.embed(query)
         if not qok.any():
             raise CurateError(
@@ -207,16 +206,13 @@ class RDSSelector(EmbeddingSelector):
                 "needs an assistant turn: RDS+ embeds query items like pool rows)"
             )
         n = len(version)
-        cand = np.flatnonzero(ok)
         used = np.flatnonzero(qok)
         # An empty pool has no columns to multiply (its embeddings are 0 x 0).
         sims = np.round(qx[used] @ x[cand].T, DECIMALS) if len(cand) else np.zeros((len(used), 0))
         k = min(self.rows_wanted(n), len(cand))
         picks, by = (round_robin if self.aggregate == "round-robin" else by_max)(sims, k)
-        self.ids_ = self.row_ids(version)
         query_ids = self.row_ids(query)
         self.query_ids_ = [query_ids[i] for i in used]
-        self.empty_ = ~ok
         self.picks_ = cand[picks]
         self.picked_by_ = [self.query_ids_[q] for q in by.tolist()]
         self.pick_similarity_ = sims[by, picks] if len(picks) else np.zeros(0)
@@ -229,13 +225,6 @@ class RDSSelector(EmbeddingSelector):
         self.scores_ = scores
         self.query_items_ = {"given": len(query), "used": len(used)}
         return self
-
-    def select(self) -> Selection:
-        """Kept rows in pick order; ``no_trained_tokens`` for rows with a zero vector, else ``below_budget``."""
-        reasons = [EMPTY_REASON if e else "below_budget" for e in self.empty_]
-        for i in self.picks_:
-            reasons[i] = ""
-        return Selection(order=np.asarray(self.picks_, dtype=np.int64), reasons=reasons)
 
     def transform(self, table: pa.Table, selection: Selection) -> pa.Table:
         """Kept rows in pick order with ``rds_similarity`` (to the query item that took the row), ``rds_query``
