@@ -4,8 +4,10 @@
    plain greedy a numpy user would write: the n x n cosine similarity matrix once, the current best-similarity
    vector `cur`, and every candidate's gain `sum_i max(0, S[j, i] - cur_i)` in one matrix operation per pick.
    Both include building the similarity matrix; the picks are asserted equal. apricot's
-   `FacilityLocationSelection` (lazy, cosine) is timed too when it is installed (it is not a dependency; its
-   similarity is not clipped at 0, so only the overlap of its picks is shown).
+   `FacilityLocationSelection` (lazy, cosine) is timed too when it is installed (`pip install apricot-select`; not
+   a dependency; its similarity is not clipped at 0, so only the overlap of its picks is shown). Measured with
+   apricot 0.6.1 (`--quick`, n=2,000, k=100, CPU s): plain greedy 2.57 s, curate 0.158 s (16.2x), apricot 2.84 s
+   (0.9x the plain greedy, so curate is 18x apricot), 65 of 100 picks shared.
 2. k-center (`curate.selectors.kcenter.farthest_first`) against plain farthest-first in numpy: the distance of
    every row to each new pick (one matrix-vector product) and a running minimum. Picks asserted equal. curate's
    loop *is* that plain loop, so expect about 1x: the row shows that nothing is lost around it. A variant that
