@@ -395,8 +395,6 @@ def _run_keys(config: CompareConfig, selection: Version | None, seed: int, base_
 def _runs_batch(state: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
     """The engine's batch function: each job (one run) trained and scored; returns its (NLL row, reward row), None
     for a metric that was cached. Runs in this process or on a Ray worker alike."""
-    from curate.store import get_store
-
     return [_train_and_score(get_store(job["store"]), CompareConfig(**job["config"]), job) for job in jobs]
 
 
