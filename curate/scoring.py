@@ -17,8 +17,14 @@ positions SFT trains on.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,15 +34,20 @@ import pyarrow.compute as pc
 from curate.cache import RowCache, content_key, settings_key
 from curate.engine import Engine, TaskSpec, Worker, run_batches
 from curate.errors import CurateError, InputError
-from curate.store import Store, Version, canonical_json
+from curate.store import Store, Version, canonical_json, sha256_file
 
 __all__ = [
+    "FlatFeatures",
+    "cached_foreach",
     "cached_map",
     "check_same_tokenizer",
     "extract_features",
+    "feature_matrix",
+    "flat_features",
     "projection_matrix",
     "response_token_counts",
     "split_head_ok",
+    "sufficient_rows",
     "token_losses",
 ]
 
@@ -58,11 +69,11 @@ def _default_batch_tokens(batch_tokens: int | None, on_gpu: bool) -> int:
 # ---------------------------------------------------------------------------------------------- the engine
 
 
-def _load_arrays(cache: RowCache, keys: set[str]) -> dict[str, np.ndarray]:
+def _iter_arrays(cache: RowCache, keys: set[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """(key, array) for every row of ``keys`` in the cache, one shard in memory at a time."""
     # Not RowCache.load: a list of Python floats per row is ~50x slower than one flat numpy view per shard.
-    out: dict[str, np.ndarray] = {}
     if not keys:
-        return out
+        return
     for table in cache.tables():  # only shards that pass their hash check
         names = table.column("key").to_pylist()
         take = [r for r, k in enumerate(names) if k in keys]
@@ -76,8 +87,7 @@ def _load_arrays(cache: RowCache, keys: set[str]) -> dict[str, np.ndarray]:
         for key, shape, a, b in zip(
             sub.column("key").to_pylist(), sub.column("shape").to_pylist(), starts, ends, strict=True
         ):
-            out[key] = flat[a:b].reshape(shape)
-    return out
+            yield key, flat[a:b].reshape(shape)
 
 
 def cached_map(
@@ -102,11 +112,57 @@ def cached_map(
     stays within ``batch_tokens``; a longer row runs alone. A shard is published every ``shard_rows`` rows,
     every 30 s and when the run stops, even by an exception. ``stats`` gets ``computed`` and ``cached`` counts.
     With ``engine`` ray, the batches run as ``spec`` on Ray workers (``fn_batch`` unused) and shards are written
-    here as results arrive; the cache is the same either way.
+    here as results arrive; the cache is the same either way. ``cached_foreach`` is the same engine without
+    holding the results.
 
     >>> out = cached_map([[1.0, 2.0], [3.0]], ["a", "b"], lambda b: [np.asarray(x) * 2 for x in b], None)
     >>> [o.tolist() for o in out]
     [[2.0, 4.0], [6.0]]
+    """
+    done: dict[str, np.ndarray] = {}
+    cached_foreach(
+        rows,
+        keys,
+        fn_batch,
+        cache,
+        done.__setitem__,
+        prepare=prepare,
+        length=length,
+        batch_tokens=batch_tokens,
+        shard_rows=shard_rows,
+        stats=stats,
+        desc=desc,
+        spec=spec,
+        engine=engine,
+    )
+    return [done[k] for k in keys]
+
+
+def cached_foreach(
+    rows: Sequence[Any],
+    keys: Sequence[str],
+    fn_batch: Callable[[list[Any]], Sequence[np.ndarray]],
+    cache: RowCache | None,
+    on_row: Callable[[str, np.ndarray], None],
+    *,
+    prepare: Callable[[Any], Any] | None = None,
+    length: Callable[[Any], int] = len,
+    batch_tokens: int = 4096,
+    shard_rows: int = 256,
+    stats: dict[str, int] | None = None,
+    desc: str = "scoring",
+    spec: TaskSpec | None = None,
+    engine: Engine | None = None,
+) -> None:
+    """``cached_map`` that hands each distinct key's array to ``on_row(key, array)`` once and keeps none of them.
+
+    Cached rows come first, one cache shard in memory at a time, then computed rows as their batches finish (in
+    no stated order): memory stays at a shard and a batch, whatever the number of rows. Same cache, same stats.
+
+    >>> seen = {}
+    >>> cached_foreach([[1.0], [2.0]], ["a", "b"], lambda b: [np.asarray(x) for x in b], None, seen.__setitem__)
+    >>> sorted(seen)
+    ['a', 'b']
     """
     from curate.progress import progress
 
@@ -120,8 +176,12 @@ def cached_map(
     first: dict[str, int] = {}
     for i, k in enumerate(keys):
         first.setdefault(k, i)
-    done = _load_arrays(cache, set(first)) if cache is not None else {}
-    missing = [k for k in first if k not in done]
+    seen: set[str] = set()
+    for key, arr in _iter_arrays(cache, set(first)) if cache is not None else ():
+        if key not in seen:  # a row in two shards (two runs raced): values are equal, hand it over once
+            seen.add(key)
+            on_row(key, arr)
+    missing = [k for k in first if k not in seen]
     stats["cached"] += len(first) - len(missing)
 
     if missing:
@@ -151,8 +211,8 @@ def cached_map(
                 use_fn = engine is None or not engine.is_ray
                 for key, out in run_batches(packed, spec=spec, engine=engine, fn=fn_batch if use_fn else None):
                     arr = np.ascontiguousarray(out, dtype=np.float32)
-                    done[key] = arr
                     pending.append({"key": key, "shape": list(arr.shape), "values": arr.ravel()})
+                    on_row(key, arr)
                     stats["computed"] += 1
                     advance(1)
                     if len(pending) >= shard_rows or time.monotonic() - last_flush > _FLUSH_SECONDS:
@@ -160,7 +220,6 @@ def cached_map(
         finally:
             # Publish whatever finished, also when interrupted: the next run starts from there.
             flush()
-    return [done[k] for k in keys]
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -278,12 +337,50 @@ def extract_features(
     cached) per model identity, tokenizer and settings, keyed by a hash of each row's messages.
     ``stats`` receives ``computed`` (rows run through the model) and ``cached`` (rows read back).
     ``engine="ray"`` runs the forward passes on ``num_workers`` Ray actors (``ray_address``, ``gpus_per_worker``;
-    see ``curate.engine``) with the same values and the same cache.
+    see ``curate.engine``) with the same values and the same cache. Every row's array is held in memory:
+    ``feature_matrix`` is the same features on disk, for pools larger than RAM.
 
     >>> feats = extract_features("sample-sft", dim=64, max_tokens_per_example=32)   # doctest: +SKIP
     >>> feats[0].shape                                                               # doctest: +SKIP
     (32, 64)
     """
+    job = _features_job(
+        version_or_rows,
+        model,
+        dim,
+        max_tokens_per_example,
+        seed,
+        batch_tokens,
+        store,
+        stats,
+        shard_rows,
+        Engine(engine, ray_address, num_workers, gpus_per_worker),
+    )
+    return cached_map(**job.map_kwargs)
+
+
+@dataclass
+class _FeaturesJob:
+    keys: list[str]
+    settings: dict[str, Any]
+    cache_store: Store | None
+    map_kwargs: dict[str, Any]
+
+
+def _features_job(
+    version_or_rows: Any,
+    model: str,
+    dim: int | None,
+    max_tokens_per_example: int | None,
+    seed: int,
+    batch_tokens: int | None,
+    store: Any,
+    stats: dict[str, int] | None,
+    shard_rows: int,
+    runner: Engine,
+) -> _FeaturesJob:
+    """Everything ``extract_features`` and ``feature_matrix`` share: checked rows, their keys, the cache, the batch
+    function and ``cached_map``'s arguments."""
     import torch
 
     from curate.models import default_device, load_tokenizer, resolve
@@ -296,9 +393,9 @@ def extract_features(
         raise CurateError(f"--max-tokens-per-example must be a positive integer, got {max_tokens_per_example!r}")
     msgs, row_ids, src, cache_store = _conversations(version_or_rows, store)
     convs = [_check_messages(m, src, i, rid) for i, (m, rid) in enumerate(zip(msgs, row_ids, strict=True))]
+    del msgs
     keys = [content_key(c) for c in convs]
 
-    runner = Engine(engine, ray_address, num_workers, gpus_per_worker)
     resolved = resolve(model)
     tokenizer = load_tokenizer(model)
     # The compute dtype follows where the forward passes run (GPU workers: bf16); it is in the cache key.
@@ -322,7 +419,7 @@ def extract_features(
         _features_batch, model, {"dtype": str(dtype).removeprefix("torch."), "dim": dim, "seed": int(seed)}
     )
 
-    def prepare(row: tuple[int, str]) -> tuple[list[int], np.ndarray]:
+    def prepare(row: tuple[int, str]) -> tuple[np.ndarray, np.ndarray]:
         i, key = row
         ids, mask = _trained_mask(tokenizer, convs[i], src, i, row_ids[i])
         if limit is not None:
@@ -332,23 +429,25 @@ def extract_features(
             rng = np.random.default_rng([int(seed), int(key, 16)])
             positions = np.sort(rng.choice(positions, max_tokens_per_example, replace=False))
         if len(positions) == 0:
-            return [], positions
-        return ids[: int(positions[-1]) + 1], positions  # later tokens cannot change earlier states
+            return np.zeros(0, np.int64), positions
+        # An array, not a list of Python ints: the rows waiting for a forward pass are all held at once.
+        return np.asarray(ids[: int(positions[-1]) + 1], dtype=np.int64), positions
 
-    return cached_map(
-        list(enumerate(keys)),
-        keys,
-        Worker(spec).run,
-        cache,
-        prepare=prepare,
-        length=lambda item: len(item[0]),
-        batch_tokens=_default_batch_tokens(batch_tokens, on_gpu),
-        shard_rows=shard_rows,
-        stats=stats,
-        desc="features",
-        spec=spec,
-        engine=runner,
-    )
+    map_kwargs = {
+        "rows": list(enumerate(keys)),
+        "keys": keys,
+        "fn_batch": Worker(spec).run,
+        "cache": cache,
+        "prepare": prepare,
+        "length": lambda item: len(item[0]),
+        "batch_tokens": _default_batch_tokens(batch_tokens, on_gpu),
+        "shard_rows": shard_rows,
+        "stats": stats,
+        "desc": "features",
+        "spec": spec,
+        "engine": runner,
+    }
+    return _FeaturesJob(keys, settings, cache_store, map_kwargs)
 
 
 def _features_batch(state: dict[str, Any], spec: TaskSpec, batch: list[tuple[list[int], np.ndarray]]) -> list:
@@ -384,6 +483,303 @@ def _features_batch(state: dict[str, Any], spec: TaskSpec, batch: list[tuple[lis
             x = hidden[r, torch.as_tensor(batch[b][1], device=hidden.device)].float().cpu().numpy()
             outs[b] = x @ proj if proj is not None else x
     return outs
+
+
+# ---------------------------------------------------------------------------------------------- features on disk
+
+# Bump when the layout of a flat feature file changes, so old files are not read as new.
+FLAT_FORMAT = 1
+# Largest absolute value stored as float16 (its maximum is 65504); a row beyond it makes the file float32.
+_FP16_LIMIT = 60000.0
+_FLAT_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class FlatFeatures:
+    """Every row's sufficient statistic for the log-det, stacked: ``flat`` (sum lengths x d), row i's block at
+    ``offsets[i]``, ``lengths[i]`` rows long; ``tokens[i]`` is M_i, its trained positions before any reduction.
+
+    Row i's block is X_i itself when M_i <= d, else the d x d R of X_i = QR (R^T R = X_i^T X_i, so every gain
+    log det(I + X_i V^-1 X_i^T) = log det(I + R V^-1 R^T) is unchanged). ``flat`` is float16 or float32, usually a
+    read-only ``np.memmap``: a pool costs 2 (or 4) x min(M_i, d) x d bytes per row on disk, and only what a
+    reader touches in memory. ``path`` is its file (None when the file is already unlinked or empty). ``tokens``
+    defaults to ``lengths`` (rows given as they are).
+
+    >>> ff = flat_features([np.ones((3, 2)), np.zeros((0, 2))])
+    >>> ff.lengths.tolist(), ff.tokens.tolist(), ff.flat.dtype.name
+    ([2, 0], [3, 0], 'float16')
+    """
+
+    flat: np.ndarray
+    lengths: np.ndarray
+    tokens: np.ndarray | None = None
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokens is None:  # nothing was reduced: each row's block is all its tokens
+            object.__setattr__(self, "tokens", np.asarray(self.lengths, dtype=np.int64))
+
+    @property
+    def d(self) -> int:
+        return int(self.flat.shape[1])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64) if len(self) else self.lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def row(self, i: int) -> np.ndarray:
+        """Row i's block as a float32 array (a copy)."""
+        a = int(self.offsets[i])
+        return np.asarray(self.flat[a : a + int(self.lengths[i])], dtype=np.float32)
+
+    def nbytes(self) -> int:
+        """Bytes of ``flat`` (on disk when it is a memmap)."""
+        return int(self.flat.size) * self.flat.dtype.itemsize
+
+
+def sufficient_rows(x: np.ndarray) -> np.ndarray:
+    """What row X (M x d) contributes to every log-det gain, in min(M, d) rows: X itself, or the R of X = QR.
+
+    >>> x = np.arange(12.0).reshape(4, 3)
+    >>> r = sufficient_rows(x)
+    >>> r.shape, bool(np.allclose(r.T @ r, x.T @ x, atol=1e-3))
+    ((3, 3), True)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise CurateError(f"features: expected a 2-D (tokens x d) array, got shape {x.shape}")
+    if len(x) <= x.shape[1]:
+        return x
+    # QR in float64: R then carries X^T X to float32 precision, whatever the row's length.
+    return np.linalg.qr(x.astype(np.float64), mode="r").astype(np.float32)
+
+
+class _Staging:
+    """Reduced rows appended to a float32 scratch file as they arrive (any order), then laid out in row order.
+
+    The scratch file is named like a cache shard's temp file (``.shard-*.tmp``), so ``curate gc`` takes the
+    leftover of a killed run."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".shard-flat-", suffix=".tmp", dir=folder)
+        self.path = Path(name)
+        self.file = os.fdopen(fd, "wb")
+        self.where: dict[str, tuple[int, int, int]] = {}  # key -> (first scratch row, rows, tokens)
+        self.rows = 0
+        self.d: int | None = None
+        self.absmax = 0.0
+
+    def add(self, key: str, x: np.ndarray) -> None:
+        r = sufficient_rows(x)
+        if self.d is None:
+            self.d = int(r.shape[1])
+        elif r.shape[1] != self.d:
+            raise CurateError(f"features have different widths {sorted({self.d, r.shape[1]})}: every row needs one d")
+        if len(r):
+            if not np.isfinite(r).all():
+                raise CurateError(f"features of row {key} have NaN or infinite values")
+            self.absmax = max(self.absmax, float(np.abs(r).max()))
+        self.file.write(np.ascontiguousarray(r).tobytes())
+        self.where[key] = (self.rows, len(r), len(x))
+        self.rows += len(r)
+
+    def finish(self, keys: Sequence[str], dest: Path | None, dtype: str, d: int | None) -> FlatFeatures:
+        """The rows of ``keys`` in order, written to ``dest`` (temp file + atomic rename, with a ``.json`` record of
+        its hash) or, without ``dest``, to an unlinked temp file that lives as long as the returned memmap."""
+        self.file.close()
+        d = self.d if self.d is not None else int(d or 0)
+        out = np.dtype(np.float16 if dtype == "float16" and self.absmax <= _FP16_LIMIT else np.float32)
+        lengths = np.array([self.where[k][1] for k in keys], dtype=np.int64)
+        tokens = np.array([self.where[k][2] for k in keys], dtype=np.int64)
+        total = int(lengths.sum())
+        scratch = np.memmap(self.path, np.float32, "r", shape=(self.rows, d)) if self.rows else None
+        fd, name = tempfile.mkstemp(
+            prefix=".shard-flat-", suffix=".tmp", dir=dest.parent if dest else self.path.parent
+        )
+        tmp = Path(name)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as f:
+                for k in keys:
+                    first, n, _ = self.where[k]
+                    if n:
+                        block = np.ascontiguousarray(scratch[first : first + n], dtype=out).tobytes()
+                        digest.update(block)
+                        f.write(block)
+            del scratch
+            if dest is None:
+                flat = _map(tmp, out, total, d)
+                tmp.unlink()  # the mapping keeps the data readable until the memmap is freed
+                return FlatFeatures(flat, lengths, tokens, None)
+            meta = {
+                "format": FLAT_FORMAT,
+                "dtype": out.name,
+                "d": d,
+                "bytes": total * d * out.itemsize,
+                "sha256": digest.hexdigest(),
+                "lengths": lengths.tolist(),
+                "tokens": tokens.tolist(),
+            }
+            os.replace(tmp, dest)
+            meta_tmp = dest.with_name(f".shard-flat-{uuid.uuid4().hex}.tmp")
+            meta_tmp.write_text(canonical_json(meta))
+            os.replace(meta_tmp, dest.with_suffix(".json"))
+            return FlatFeatures(_map(dest, out, total, d), lengths, tokens, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _map(path: Path, dtype: np.dtype, rows: int, d: int) -> np.ndarray:
+    if rows == 0 or d == 0:  # mmap cannot map an empty file
+        return np.zeros((rows, d), dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(rows, d))
+
+
+def _check_flat_dtype(dtype: str) -> None:
+    if dtype not in _FLAT_DTYPES:
+        raise CurateError(f"flat features dtype must be one of {', '.join(_FLAT_DTYPES)}, got {dtype!r}")
+
+
+def flat_features(
+    arrays: Iterable[np.ndarray], *, dtype: str = "float16", path: str | Path | None = None, d: int | None = None
+) -> FlatFeatures:
+    """``FlatFeatures`` of in-memory (M_i x d) arrays, one at a time: each is reduced as it comes, then dropped.
+
+    ``dtype`` float16 (float32 instead when a value exceeds float16's range) or float32; ``path`` keeps the file
+    there (with its ``.json`` record), else it lives in an unlinked temp file. ``d`` is the width when there are
+    no rows at all.
+
+    >>> flat_features([np.eye(2)], dtype="float32").flat.tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    _check_flat_dtype(dtype)
+    dest = Path(path) if path is not None else None
+    staging = _Staging(dest.parent if dest is not None else Path(tempfile.gettempdir()))
+    try:
+        keys = []
+        for i, x in enumerate(arrays):
+            keys.append(str(i))
+            staging.add(str(i), x)
+        return staging.finish(keys, dest, dtype, d)
+    finally:
+        staging.close()
+
+
+def _read_flat(path: Path, n_rows: int) -> FlatFeatures | None:
+    """The flat file at ``path`` if its ``.json`` record and its bytes agree (size and sha256), else None after one
+    warning line: disk data is not trusted, and a damaged file is simply rebuilt from the row cache."""
+    meta_path = path.with_suffix(".json")
+    if not path.exists() or not meta_path.exists():
+        return None
+    problem = None
+    try:
+        meta = json.loads(meta_path.read_text())
+        d, lengths, tokens = (
+            int(meta["d"]),
+            np.asarray(meta["lengths"], np.int64),
+            np.asarray(meta["tokens"], np.int64),
+        )
+        dtype = np.dtype(meta["dtype"])
+        rows = int(lengths.sum())
+        if (
+            meta.get("format") != FLAT_FORMAT
+            or dtype.name not in _FLAT_DTYPES
+            or lengths.shape != (n_rows,)
+            or tokens.shape != (n_rows,)
+            or (lengths < 0).any()
+            or (lengths > np.minimum(tokens, d)).any()
+            or int(meta["bytes"]) != rows * d * dtype.itemsize
+        ):
+            problem = "has a record that does not match the pool"
+        elif path.stat().st_size != int(meta["bytes"]):
+            problem = f"has {path.stat().st_size} bytes, its record says {meta['bytes']}"
+        elif sha256_file(path) != meta["sha256"]:
+            problem = "fails its sha256 check"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        problem = f"has an unreadable record ({type(e).__name__})"
+    if problem is not None:
+        from curate.progress import console
+
+        console.print(
+            f"warning: flat feature file {path} {problem}; rebuilding it from the feature cache",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return None
+    return FlatFeatures(_map(path, dtype, rows, d), lengths, tokens, path)
+
+
+def feature_matrix(
+    version_or_rows: Version | str | Sequence[dict],
+    *,
+    model: str = "smollm2-135m",
+    dim: int | None = None,
+    max_tokens_per_example: int | None = None,
+    seed: int = 0,
+    batch_tokens: int | None = None,
+    store: Store | str | None = None,
+    stats: dict[str, int] | None = None,
+    shard_rows: int = 256,
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    dtype: str = "float16",
+) -> FlatFeatures:
+    """``extract_features``' features as one ``FlatFeatures`` file on disk, never all in memory at once.
+
+    Same arguments, same row cache (rows missing from it are computed and cached as in ``extract_features``).
+    Rows stream from the cache shard by shard and from the forward passes batch by batch; each is reduced to
+    min(M_i, d') rows (``sufficient_rows``) and stored as ``dtype`` (float16: SmolLM2's hidden states stay
+    below 60 in absolute value, so R's entries stay far below float16's 65504; a value beyond falls back to
+    float32 for the whole file). With a local store the file is kept under ``cache/features-flat/<features key>/``,
+    named by the rows' keys and the layout, with a ``.json`` record of its sha256 that is checked on every
+    reuse; a second call on the same pool reads no cache shard at all. Other stores and plain rows get an
+    unlinked temp file.
+
+    >>> ff = feature_matrix("sample-sft", dim=128)   # doctest: +SKIP
+    >>> ff.flat.shape, ff.flat.dtype                  # doctest: +SKIP
+    ((23104, 128), dtype('float16'))
+    """
+    _check_flat_dtype(dtype)
+    job = _features_job(
+        version_or_rows,
+        model,
+        dim,
+        max_tokens_per_example,
+        seed,
+        batch_tokens,
+        store,
+        stats,
+        shard_rows,
+        Engine(engine, ray_address, num_workers, gpus_per_worker),
+    )
+    dest = None
+    if job.cache_store is not None and isinstance(job.cache_store.root, Path):
+        name = hashlib.sha256(canonical_json({"format": FLAT_FORMAT, "dtype": dtype, "keys": job.keys}).encode())
+        folder = job.cache_store.cache_dir("features-flat", settings_key(job.settings))
+        dest = Path(folder) / f"flat-{name.hexdigest()[:24]}.bin"
+        found = _read_flat(dest, len(job.keys))
+        if found is not None:
+            if stats is not None:
+                stats["computed"] = stats.get("computed", 0)
+                stats["cached"] = stats.get("cached", 0) + len(set(job.keys))
+            return found
+    staging = _Staging(dest.parent if dest is not None else Path(tempfile.gettempdir()))
+    try:
+        cached_foreach(**job.map_kwargs, on_row=staging.add)
+        return staging.finish(job.keys, dest, dtype, dim)
+    finally:
+        staging.close()
 
 
 # ---------------------------------------------------------------------------------------------- token counts

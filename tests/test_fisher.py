@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import curate.ops as api
 import curate.scoring as scoring
 from curate.errors import CurateError
-from curate.selectors import SELECTORS, run_selector
+from curate.selectors import SELECTORS, fisher, run_selector
 from curate.selectors.fisher import FisherSelector, greedy_logdet, plain_greedy_logdet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,6 +109,93 @@ def test_lazy_equals_plain_on_random_floats():
     plain_idx, plain_gains = plain_greedy_logdet(feats, 40)
     assert lazy_idx.tolist() == plain_idx.tolist()
     np.testing.assert_allclose(lazy_gains, plain_gains, rtol=1e-9)
+
+
+@st.composite
+def ragged_float_sets(draw):
+    d = draw(st.integers(2, 6))
+    n = draw(st.integers(1, 14))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    # Lengths from 0 to 2d: empty rows, rows shorter than d (float32 kernels) and longer (the exact d x d form).
+    feats = [rng.standard_normal((int(m), d)) * rng.choice([0.1, 1.0, 10.0]) for m in rng.integers(0, 2 * d + 1, n)]
+    # Near-ties: exact duplicates and copies scaled by 1 + 1e-12 (a gain difference far below TIE_RTOL).
+    for _ in range(draw(st.integers(0, 3))):
+        src = int(rng.integers(len(feats)))
+        feats.insert(int(rng.integers(len(feats) + 1)), feats[src] * draw(st.sampled_from([1.0, 1.0 + 1e-12])))
+    return feats
+
+
+@settings(max_examples=25, deadline=None)  # each example runs three greedy loops
+@given(ragged_float_sets(), st.integers(1, 12), st.sampled_from([None, 5, 12]), st.booleans())
+def test_lazy_equals_plain_on_ragged_floats_and_near_ties(features, k, budget_tokens, as_float32):
+    if as_float32:
+        features = [x.astype(np.float32) for x in features]
+    lazy_idx, lazy_gains = greedy_logdet(features, k, budget_tokens=budget_tokens)
+    plain_idx, plain_gains = plain_greedy_logdet(features, k, budget_tokens=budget_tokens)
+    want_idx, want_gains = brute_force([x.astype(np.float64) for x in features], k, budget_tokens=budget_tokens)
+    assert lazy_idx.tolist() == plain_idx.tolist() == want_idx
+    np.testing.assert_allclose(lazy_gains, plain_gains, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(lazy_gains, want_gains, rtol=1e-7, atol=1e-9)
+
+
+def test_lazy_equals_plain_through_kernel_updates_cache_cap_and_fallback(monkeypatch):
+    # 100 ragged examples, d=24, up to 40 tokens: cached kernels get brought up to date across picks, some rows
+    # exceed d, and picks take many steps. Then the same with no kernel cache, and with a float32 margin so small
+    # that the first re-check falls outside it (the loop must restart in float64 and still agree).
+    rng = np.random.default_rng(3)
+    scale = np.sqrt(np.logspace(0, -2, 24))
+    feats = [(rng.standard_normal((int(m), 24)) * scale).astype(np.float32) for m in rng.integers(0, 41, 100)]
+    feats[7] = feats[3].copy()  # an exact duplicate: the lower index wins the tie
+    want_idx, want_gains = plain_greedy_logdet(feats, 30)
+    got_idx, got_gains = greedy_logdet(feats, 30)
+    assert got_idx.tolist() == want_idx.tolist()
+    np.testing.assert_allclose(got_gains, want_gains, rtol=1e-9)
+    assert want_idx.tolist().index(3) < want_idx.tolist().index(7) if 7 in want_idx else True
+    monkeypatch.setattr(fisher, "_CACHE_BYTES", 0)
+    assert greedy_logdet(feats, 30)[0].tolist() == want_idx.tolist()
+    monkeypatch.setattr(fisher, "_CACHE_BYTES", 1 << 28)
+    monkeypatch.setattr(fisher, "_F32_RTOL", 1e-14)
+    monkeypatch.setattr(fisher, "_F32_ATOL", 0.0)
+    short = [x[:12] for x in feats]  # every row in float32 (longer than d would be exact already)
+    want_idx, want_gains = plain_greedy_logdet(short, 30)
+    state = fisher.LogDetState(short, cache_kernels=True)
+    idx, gains = fisher._lazy_greedy(state, 30, None, state.m)
+    assert not state.f32 and idx.tolist() == want_idx.tolist()
+    np.testing.assert_allclose(gains, want_gains, rtol=1e-9)
+
+
+def test_flat_and_memmap_input_equal_list_input(tmp_path):
+    rng = np.random.default_rng(5)
+    lengths = np.array([3, 0, 9, 2, 5, 0, 7, 4, 1, 6], dtype=np.int64)  # d=6: one row longer than d, two empty
+    feats = [rng.standard_normal((int(m), 6)).astype(np.float16) for m in lengths]
+    flat = np.concatenate(feats)
+    path = tmp_path / "feats.bin"
+    flat.tofile(path)
+    mm = np.memmap(path, dtype=np.float16, mode="r", shape=flat.shape)
+    want_idx, want_gains = plain_greedy_logdet(feats, 8)
+    for features in (fisher.FlatFeatures(flat, lengths), fisher.FlatFeatures(mm, lengths)):
+        idx, gains = greedy_logdet(features, 8)
+        assert idx.tolist() == want_idx.tolist()
+        np.testing.assert_allclose(gains, want_gains, rtol=1e-9)
+        assert plain_greedy_logdet(features, 8)[0].tolist() == want_idx.tolist()
+        # The token budget path reads costs from the lengths.
+        assert (
+            greedy_logdet(features, budget_tokens=10)[0].tolist() == greedy_logdet(feats, budget_tokens=10)[0].tolist()
+        )
+    state = fisher.LogDetState.from_flat(mm, lengths, cache_kernels=True)
+    assert state.src is mm  # wrapped, never copied whole
+    np.testing.assert_allclose(state.gains(np.arange(10)), fisher.LogDetState(feats).gains(np.arange(10)), rtol=1e-12)
+    with pytest.raises(CurateError, match="sum to 37 but there are 38"):
+        greedy_logdet(fisher.FlatFeatures(np.zeros((38, 6)), lengths), 2)
+    with pytest.raises(CurateError, match="non-negative"):
+        greedy_logdet(fisher.FlatFeatures(np.zeros((37, 6)), lengths - 1), 2)
+    with pytest.raises(CurateError, match="float16/32/64"):
+        greedy_logdet(fisher.FlatFeatures(np.zeros((37, 6), dtype=np.int64), lengths), 2)
+    bad = flat.astype(np.float32)
+    bad[lengths[:4].sum() + 1, 2] = np.nan  # inside example 4
+    with pytest.raises(CurateError, match=r"features\[4\] has NaN"):
+        greedy_logdet(fisher.FlatFeatures(bad, lengths), 2)
 
 
 def test_token_budget_skips_what_no_longer_fits():
@@ -210,10 +297,10 @@ def test_selector_end_to_end(tmp_path, tiny_model_path, fisher_registered, forwa
     assert len(out) == 4 and out.op["method"] == "fisher" and "model" in out.op
     assert {"fisher_gain", "fisher_rank"} <= set(table.column_names) and "fisher_score" not in table.column_names
 
-    # Rows come in pick order: the same order greedy_logdet gives on the same features.
-    feats = scoring.extract_features(v, model=tiny_model_path)
-    cand = [i for i, f in enumerate(feats) if len(f)]
-    want, want_gains = greedy_logdet([feats[i] for i in cand], 4)
+    # Rows come in pick order: the same order greedy_logdet gives on the same (float16, on-disk) features.
+    feats = scoring.feature_matrix(v, model=tiny_model_path)
+    cand = np.nonzero(feats.lengths)[0].tolist()
+    want, want_gains = greedy_logdet([feats.row(i) for i in cand], 4)
     assert table.column("id").to_pylist() == [f"r{cand[j]}" for j in want]
     gains = np.array(table.column("fisher_gain").to_pylist())
     np.testing.assert_allclose(gains, want_gains, rtol=1e-9)

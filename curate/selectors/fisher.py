@@ -6,10 +6,17 @@ at the positions SFT trains on. Greedy picks examples one at a time to maximise
     log det(lam * I_d + sum_{i in S} X_i^T X_i),
 
 the log-determinant of the (linearised, L-independent part of the) Fisher information of the LM head. The gain
-of adding i is log det(I + X_i V^-1 X_i^T) (matrix determinant lemma) and V^-1 is kept up to date with Woodbury.
-The loop is lazy (Minoux): gains only shrink as V grows, so a gain computed earlier is an upper bound; each step
-re-evaluates only candidates whose bound could still win, largest bounds first, in vectorised batches, and
-updates their cached M_i x M_i kernels incrementally. It returns exactly what plain greedy returns.
+of adding i is log det(I + X_i V^-1 X_i^T) (matrix determinant lemma) and V^-1 is kept up to date with Woodbury
+(float64). The loop is lazy (Minoux): gains only shrink as V grows, so a gain computed earlier is an upper bound;
+each step re-evaluates only candidates whose bound could still win, largest bounds first, in vectorised batches.
+Re-evaluations run in float32 and carry a margin (1e-3 relative): an example with at most d tokens keeps its
+M_i x M_i kernel (in width classes, at most 256 MB) and brings it up to date with one product against the Woodbury
+rows added since it was last seen, or recomputes it when that is cheaper or its float32 error could have grown;
+longer examples use the exact d x d form. Before each pick, every candidate whose margin reaches the best is
+re-evaluated exactly in float64 and the tie rule below is applied to those float64 gains, so the picks and gains
+are plain float64 greedy's; if a float32 gain is ever found outside its margin, the run continues in float64.
+Features may be a list of arrays or one flat (sum M_i) x d array (`FlatFeatures`, e.g. a float16 memmap): rows
+are gathered and upcast per batch, never as a whole.
 
 Tie-break (both loops): gains within a relative 1e-9 of the best gain count as tied and the lowest row index
 wins, so rounding noise in the last bits never decides a pick. An example with no trained tokens has gain 0
@@ -55,163 +62,241 @@ import numpy as np
 import pyarrow as pa
 
 from curate.errors import CurateError
+from curate.scoring import FlatFeatures
 from curate.selectors.base import Selection, Selector, check_budget
 from curate.store import Version
 
-__all__ = ["FisherSelector", "greedy_logdet", "plain_greedy_logdet"]
+__all__ = ["FisherSelector", "FlatFeatures", "LogDetState", "greedy_logdet", "plain_greedy_logdet"]
 
 # Gains this close (relative) to the best are ties, broken by the lowest index. Float64 rounding in a gain is
 # ~1e-15 relative; 1e-9 absorbs it so batched and single evaluations can never disagree on a pick.
 TIE_RTOL = 1e-9
 # Elements (rows x d) in one padded batch of gain evaluations: bounds memory to ~32 MB of float64.
 _CHUNK_ELEMS = 1 << 22
-# Longest example whose M x M kernel the lazy loop caches (memory: N * 32^2 float64 = 8 KB per example).
-_CACHE_MAX_TOKENS = 32
+# A float32 gain g is trusted to lie within g * _F32_RTOL + _F32_ATOL of the float64 one. Measured float32
+# error with the drift cap below is ~1e-5 relative; the lazy loop checks every float32 gain it re-checks in
+# float64 against this margin and falls back to float64 for the rest of the run if one is ever outside it.
+_F32_RTOL = 1e-3
+_F32_ATOL = 1e-6
+# Bytes of float32 M_i x M_i kernels the lazy loop keeps (an example is cached only while under the cap).
+_CACHE_BYTES = 1 << 28
+# A kernel downdated to below this fraction of its trace when last computed fresh is recomputed fresh next time:
+# float32 cancellation error grows with how much has been subtracted.
+_DRIFT = 0.1
 
 
 def _tie_threshold(best: float) -> float:
     return best - TIE_RTOL * abs(best)
 
 
+def _is_flat(features: Any) -> bool:
+    return hasattr(features, "flat") and hasattr(features, "lengths")
+
+
+def _lengths_of(features: Any) -> np.ndarray:
+    if _is_flat(features):
+        return np.asarray(features.lengths, dtype=np.int64)
+    return np.array([len(x) for x in features], dtype=np.int64)
+
+
 class LogDetState:
-    """V^-1 for V = lam I + sum of selected X_i^T X_i, and batched exact gains against it.
+    """V^-1 for V = lam I + sum of selected X_i^T X_i, and batched gains against it.
 
-    All numerics are float64 (torch; CUDA when given, else CPU). Features are stored once as one flat
-    (sum M_i + 1) x d tensor whose last row is zero, so a padded batch is a single gather.
-
-    Every Woodbury step V^-1 <- V^-1 - W_j^T W_j (W_j = L_j^-1 X_j V^-1, L_j L_j^T = I + X_j V^-1 X_j^T) is
-    also kept as rows W_j. With ``cache_kernels`` the kernel K_i = X_i V^-1 X_i^T of each short example is
-    remembered when computed, and ``refresh`` brings it up to date as K_i - (X_i W^T)(X_i W^T)^T over the rows
-    added since, which costs (new rows) / d of a fresh evaluation: the lazy loop re-evaluates mostly
-    candidates it saw a few steps ago.
+    V^-1 is kept in float64 (torch; CUDA when given, else CPU). Features stay in their own dtype as one flat
+    (sum M_i) x d numpy array (a memmap stays a memmap); each batch of evaluations gathers its rows and upcasts
+    only them. ``gains`` is exact float64. ``estimate`` (the lazy loop's) is float32 with an error margin and,
+    with ``cache_kernels``, keeps each evaluated short example's kernel K_i = X_i V^-1 X_i^T (at most
+    ``_CACHE_BYTES``): every Woodbury step V^-1 <- V^-1 - W_j^T W_j is kept as rows W_j, and a cached kernel is
+    brought up to date as K_i - (X_i W^T)(X_i W^T)^T over the rows added since, which costs (new rows) / d of a
+    fresh evaluation.
 
     >>> s = LogDetState([np.eye(2), np.ones((1, 2))], lam=1.0)
     >>> round(float(s.gains(np.array([0]))[0]), 6)   # log det(I + I) in 2 dims
     1.386294
     """
 
-    def __init__(
-        self, features: Sequence[np.ndarray], lam: float = 1.0, device: Any = None, cache_kernels: bool = False
-    ):
+    def __init__(self, features: Any, lam: float = 1.0, device: Any = None, cache_kernels: bool = False):
         import torch
 
         if not lam > 0:
             raise CurateError(f"--lam must be > 0, got {lam!r}")
         self.device = torch.device(device) if device is not None else _default_device()
         self.lam = float(lam)
-        for i, x in enumerate(features):
-            if np.ndim(x) != 2:
-                raise CurateError(f"features[{i}]: expected a 2-D (tokens x d) array, got shape {np.shape(x)}")
-        dims = {np.shape(x)[1] for x in features}
-        if len(dims) > 1:
-            raise CurateError(f"features have different widths {sorted(dims)}: every example needs the same d")
-        self.d = d = dims.pop() if dims else 0
-        self.n = len(features)
-        self.m = np.array([len(x) for x in features], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.m)[:-1]]).astype(np.int64) if self.n else self.m
-        self.zero_row = int(self.m.sum())
-        flat = np.concatenate([*(np.asarray(x) for x in features), np.zeros((1, d))]).astype(np.float64)
-        if not np.isfinite(flat).all():
-            bad = next(i for i, x in enumerate(features) if not np.isfinite(np.asarray(x)).all())
-            raise CurateError(f"features[{bad}] has NaN or infinite values")
-        self.flat = torch.from_numpy(flat).to(self.device)
+        if _is_flat(features):
+            self.src, self.m, self._check_rows = _flat_source(features)
+        else:
+            self.src, self.m = _list_source(features)
+            self._check_rows = False
+        self.d = d = int(self.src.shape[1])
+        self.n = len(self.m)
+        self.offsets = (np.cumsum(self.m) - self.m).astype(np.int64)
         eye = torch.eye(d, dtype=torch.float64, device=self.device)
         self.vinv = eye / self.lam
         self.V = eye * self.lam
-        self._w = torch.zeros(64, d, dtype=torch.float64, device=self.device)  # Woodbury rows, grown by doubling
+        self.vinv32 = self.vinv.float()
+        self.f32 = True  # estimates in float32 until a margin check fails
+        self._w = torch.zeros(64, d, dtype=torch.float32, device=self.device)  # Woodbury rows, grown by doubling
         self.r = 0  # Woodbury rows so far
         self.epoch = 0  # bumped by an update that is not a Woodbury step: cached kernels then go stale
-        self.kbuf = None
-        if cache_kernels and self.n:
-            self.kw = min(int(self.m.max()), _CACHE_MAX_TOKENS, d)
-            self.kbuf = torch.zeros(self.n, self.kw, self.kw, dtype=torch.float64, device=self.device)
-            self.krow = np.full(self.n, -1, dtype=np.int64)  # self.r when the cached kernel was computed
-            self.kepoch = np.zeros(self.n, dtype=np.int64)
+        # Short examples (0 < M_i <= d) fall in width classes (padding <= 25%); each class keeps its cached kernels
+        # in one (slots, w, w) float32 tensor, so a batch gathers and stores them with one index each.
+        self.width = np.zeros(self.n, dtype=np.int64)
+        short = (self.m > 0) & (self.m <= d)
+        self.width[short] = _width_class(self.m[short])
+        self._kr = np.full(self.n, -1, dtype=np.int64)  # self.r when the cached kernel was last brought up to date
+        self._ktr = np.zeros(self.n)  # its trace when last computed fresh
+        self._kepoch = np.zeros(self.n, dtype=np.int64)
+        self._slot = np.full(self.n, -1, dtype=np.int64)
+        self._bufs: dict[int, Any] = {}
+        self._nslots: dict[int, int] = {}
+        if cache_kernels:
+            # Longest first (they have the largest gains, so the lazy loop re-evaluates them most), up to the cap.
+            used = 0
+            for i in np.argsort(-self.m[short], kind="stable"):
+                i = int(np.nonzero(short)[0][i])
+                w = int(self.width[i])
+                if used + 4 * w * w > _CACHE_BYTES:
+                    continue
+                used += 4 * w * w
+                self._slot[i] = self._nslots.get(w, 0)
+                self._nslots[w] = self._slot[i] + 1
 
-    def _rows(self, ids: np.ndarray, width: int):
+    @classmethod
+    def from_flat(
+        cls, flat: np.ndarray, lengths: np.ndarray, lam: float = 1.0, device: Any = None, cache_kernels: bool = False
+    ) -> LogDetState:
+        """The state for features given as one (sum lengths) x d array (may be an ``np.memmap``) and the lengths.
+
+        >>> s = LogDetState.from_flat(np.eye(2, dtype=np.float16), np.array([2, 0]))
+        >>> s.gains(np.array([0, 1])).round(6).tolist()
+        [1.386294, 0.0]
+        """
+        return cls(FlatFeatures(flat, lengths), lam=lam, device=device, cache_kernels=cache_kernels)
+
+    def _rows(self, ids: np.ndarray, width: int, dtype):
+        """(len(ids), width, d) rows of ``ids`` in ``dtype``, zero-padded past each example's length."""
         import torch
 
         ar = np.arange(width)
-        idx = self.offsets[ids][:, None] + ar[None, :]
-        idx = np.where(ar[None, :] < self.m[ids][:, None], idx, self.zero_row)
-        return self.flat[torch.as_tensor(idx, device=self.device)]
+        valid = ar[None, :] < self.m[ids][:, None]
+        rows = self.src[(self.offsets[ids][:, None] + ar[None, :])[valid]]
+        if self._check_rows and not np.isfinite(rows).all():
+            bad = next(
+                i for i in ids if not np.isfinite(self.src[self.offsets[i] : self.offsets[i] + self.m[i]]).all()
+            )
+            raise CurateError(f"features[{int(bad)}] has NaN or infinite values")
+        X = torch.zeros(len(ids) * width, self.d, dtype=dtype, device=self.device)
+        X[torch.as_tensor(valid.ravel(), device=self.device)] = torch.from_numpy(rows).to(self.device, dtype)
+        return X.reshape(len(ids), width, self.d)
 
-    def _remember(self, ids: np.ndarray, K, width: int) -> None:
-        import torch
+    @staticmethod
+    def _batches(lengths: np.ndarray, cols: int) -> Iterator[np.ndarray]:
+        """Positions into ``lengths``, sorted by length and cut so a padded batch holds about _CHUNK_ELEMS elements."""
+        order = np.argsort(lengths, kind="stable")
+        m = lengths[order]
+        start = 0
+        while start < len(order):
+            stop = start + 1
+            while stop < len(order) and (stop - start + 1) * int(m[stop]) * cols <= _CHUNK_ELEMS:
+                stop += 1
+            yield order[start:stop]
+            start = stop
 
-        if self.kbuf is None or width > self.kw:
-            return
-        self.kbuf[torch.as_tensor(ids, device=self.device), :width, :width] = K
-        self.krow[ids] = self.r
-        self.kepoch[ids] = self.epoch
-
-    def _fresh(self, ids: np.ndarray) -> np.ndarray:
+    def _exact(self, ids: np.ndarray) -> np.ndarray:
         import torch
 
         width = int(self.m[ids].max())
-        X = self._rows(ids, width)  # (B, width, d); padded rows are zero and add log 1 = 0
+        X = self._rows(ids, width, torch.float64)  # padded rows are zero and add log 1 = 0
         if width <= self.d:
             K = (X.reshape(-1, self.d) @ self.vinv).reshape(X.shape) @ X.transpose(1, 2)
-            self._remember(ids, K, width)
             return _logdet_eye_plus(K)
         # More tokens than dimensions: the d x d form of the same determinant is cheaper.
         K = self.vinv @ (X.transpose(1, 2) @ X)
         K.diagonal(dim1=-2, dim2=-1).add_(1.0)
         return torch.linalg.slogdet(K).logabsdet.cpu().numpy()
 
-    def _incremental(self, ids: np.ndarray) -> np.ndarray:
-        import torch
-
-        width = int(self.m[ids].max())
-        since = self.krow[ids]
-        first = int(since.min())
-        X = self._rows(ids, width)
-        Q = (X.reshape(-1, self.d) @ self._w[first : self.r].T).reshape(len(ids), width, self.r - first)
-        # Rows added before a candidate's own cache time are already inside its cached kernel.
-        keep = np.arange(self.r - first)[None, :] >= (since - first)[:, None]
-        Q = Q * torch.as_tensor(keep, dtype=Q.dtype, device=self.device)[:, None, :]
-        K = self.kbuf[torch.as_tensor(ids, device=self.device), :width, :width] - Q @ Q.transpose(1, 2)
-        self._remember(ids, K, width)
-        return _logdet_eye_plus(K)
-
     def gains(self, idx: np.ndarray) -> np.ndarray:
-        """Exact gains log det(I + X_i V^-1 X_i^T) of ``idx`` against the current V (0 for empty examples)."""
+        """Exact float64 gains log det(I + X_i V^-1 X_i^T) of ``idx`` against the current V (0 for empty examples)."""
         idx = np.asarray(idx, dtype=np.int64)
         out = np.zeros(len(idx), dtype=np.float64)
-        m = self.m[idx]
-        nz = np.nonzero(m > 0)[0]
-        # Sorting by length keeps the zero padding of each batch small.
-        order = nz[np.argsort(m[nz], kind="stable")]
-        start = 0
-        while start < len(order):
-            stop = start + 1
-            while stop < len(order) and (stop - start + 1) * int(m[order[stop]]) * self.d <= _CHUNK_ELEMS:
-                stop += 1
-            pos = order[start:stop]
-            out[pos] = self._fresh(idx[pos])
-            start = stop
+        pos = np.nonzero(self.m[idx] > 0)[0]
+        for sel in self._batches(self.m[idx[pos]], self.d):
+            out[pos[sel]] = self._exact(idx[pos[sel]])
         # A zero gain is exact (no information), never a small negative from rounding.
         return np.maximum(out, 0.0)
 
-    def refresh(self, idx: np.ndarray) -> np.ndarray:
-        """The same gains as ``gains``, updating cached kernels where that is cheaper than recomputing."""
+    def estimate(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gains of ``idx`` and an error margin: the exact gain lies within ``gain +- margin`` (margin 0: exact).
+
+        Float32 (with cached kernels brought up to date where that is cheaper) for examples of at most d rows,
+        float64 for the rest and once ``f32`` is off.
+        """
         idx = np.asarray(idx, dtype=np.int64)
-        if self.kbuf is None:
-            return self.gains(idx)
-        out = np.zeros(len(idx), dtype=np.float64)
-        new = self.r - self.krow[idx]
-        ok = (self.krow[idx] >= 0) & (self.kepoch[idx] == self.epoch) & (self.m[idx] > 0) & (self.m[idx] <= self.kw)
-        # Group by how many rows are new, so one old cache entry does not make the whole batch pay for its rows.
-        done = np.zeros(len(idx), dtype=bool)
-        for cap in (self.d // 16, self.d // 8, self.d // 4, self.d // 2, self.d):
-            grp = np.nonzero(ok & ~done & (new <= cap))[0]
-            if len(grp):
-                out[grp] = self._incremental(idx[grp])
-                done[grp] = True
-        rest = np.nonzero(~done)[0]
-        if len(rest):
-            out[rest] = self.gains(idx[rest])
-        return np.maximum(out, 0.0)
+        g = np.zeros(len(idx))
+        err = np.zeros(len(idx))
+        m = self.m[idx]
+        approx = (m > 0) & (m <= self.d) if self.f32 else np.zeros(len(idx), dtype=bool)
+        exact = np.nonzero((m > 0) & ~approx)[0]
+        if len(exact):
+            g[exact] = self.gains(idx[exact])
+        pos = np.nonzero(approx)[0]
+        if len(pos) == 0:
+            return g, err
+        kr = self._kr[idx[pos]]
+        # Bringing a kernel up to date costs about (rows added since) / d of computing it fresh.
+        inc = (kr >= 0) & (self._kepoch[idx[pos]] == self.epoch) & (self.r - kr <= 3 * self.d // 4)
+        wid = self.width[idx[pos]]
+        for w in np.unique(wid):
+            # Group by when each kernel was last updated: one product with the rows added since serves the group.
+            for first in np.unique(kr[inc & (wid == w)]):
+                grp = pos[inc & (wid == w) & (kr == first)]
+                for sel in self._batches(np.full(len(grp), w), self.d + self.r - int(first)):
+                    g[grp[sel]] = self._incremental(idx[grp[sel]], int(w), int(first))
+            grp = pos[~inc & (wid == w)]
+            for sel in self._batches(np.full(len(grp), w), self.d):
+                g[grp[sel]] = self._fresh32(idx[grp[sel]], int(w))
+        bad = pos[~np.isfinite(g[pos])]  # float32 Cholesky failed: exact instead
+        if len(bad):
+            g[bad] = self.gains(idx[bad])
+        ok = np.setdiff1d(pos, bad)
+        g[ok] = np.maximum(g[ok], 0.0)
+        err[ok] = g[ok] * _F32_RTOL + _F32_ATOL
+        return g, err
+
+    def _fresh32(self, ids: np.ndarray, width: int) -> np.ndarray:
+        import torch
+
+        X = self._rows(ids, width, torch.float32)
+        K = (X.reshape(-1, self.d) @ self.vinv32).reshape(X.shape) @ X.transpose(1, 2)
+        tr = K.diagonal(dim1=-2, dim2=-1).sum(-1).cpu().numpy()
+        keep = self._slot[ids] >= 0
+        self._ktr[ids[keep]] = tr[keep]
+        self._remember(ids, K, keep, width)
+        return _logdet_eye_plus(K, fallback=False)
+
+    def _incremental(self, ids: np.ndarray, width: int, first: int) -> np.ndarray:
+        import torch
+
+        X = self._rows(ids, width, torch.float32)
+        Q = (X.reshape(-1, self.d) @ self._w[first : self.r].T).reshape(len(ids), width, self.r - first)
+        K = self._bufs[width][torch.as_tensor(self._slot[ids], device=self.device)]
+        K.baddbmm_(Q, Q.transpose(1, 2), alpha=-1.0)
+        tr = K.diagonal(dim1=-2, dim2=-1).sum(-1).cpu().numpy()
+        self._remember(ids, K, tr >= _DRIFT * self._ktr[ids], width)
+        return _logdet_eye_plus(K, fallback=False)
+
+    def _remember(self, ids: np.ndarray, K, keep: np.ndarray, width: int) -> None:
+        import torch
+
+        self._kr[ids[~keep]] = -1
+        ids = ids[keep]
+        if len(ids) == 0:
+            return
+        if width not in self._bufs:
+            self._bufs[width] = torch.zeros(self._nslots[width], width, width, dtype=torch.float32, device=self.device)
+        self._bufs[width][torch.as_tensor(self._slot[ids], device=self.device)] = K[torch.as_tensor(keep)]
+        self._kr[ids] = self.r
+        self._kepoch[ids] = self.epoch
 
     def add(self, j: int) -> None:
         """Add example j to V and update V^-1 (Woodbury when M_j <= d, else a fresh inverse)."""
@@ -220,7 +305,7 @@ class LogDetState:
         mj = int(self.m[j])
         if mj == 0:
             return
-        X = self.flat[int(self.offsets[j]) : int(self.offsets[j]) + mj]
+        X = self._rows(np.array([j]), mj, torch.float64)[0]
         self.V = self.V + X.T @ X
         if mj <= self.d:
             Y = X @ self.vinv
@@ -229,7 +314,7 @@ class LogDetState:
             W = torch.linalg.solve_triangular(torch.linalg.cholesky(S), Y, upper=False)
             self.vinv = self.vinv - W.T @ W
             if self.r + mj > len(self._w):
-                grown = torch.zeros(2 * (self.r + mj), self.d, dtype=torch.float64, device=self.device)
+                grown = torch.zeros(2 * (self.r + mj), self.d, dtype=torch.float32, device=self.device)
                 grown[: self.r] = self._w[: self.r]
                 self._w = grown
             self._w[self.r : self.r + mj] = W
@@ -239,10 +324,57 @@ class LogDetState:
             self.epoch += 1
         # Woodbury drifts off symmetry in the last bits; keep it exactly symmetric.
         self.vinv = 0.5 * (self.vinv + self.vinv.T)
+        self.vinv32 = self.vinv.float()
+
+    def exact_only(self) -> None:
+        """Switch ``estimate`` to exact float64 for the rest of the run (drops the float32 kernel cache)."""
+        self.f32 = False
+        self._kr[:] = -1
+        self._bufs.clear()
 
 
-def _logdet_eye_plus(K) -> np.ndarray:
-    """log det(I + K) for a batch of symmetric PSD K (Cholesky; LU where rounding breaks positivity)."""
+def _width_class(m: np.ndarray) -> np.ndarray:
+    """The smallest of 8, 10, 12, 16, 20, 24, 32, 40, 48, ... (1, 1.25, 1.5 times a power of 2) that is >= m."""
+    ladder = np.array([f * 2**e for e in range(3, 40) for f in (1, 1.25, 1.5)], dtype=np.int64)
+    return ladder[np.searchsorted(ladder, m)]
+
+
+def _list_source(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    for i, x in enumerate(features):
+        if np.ndim(x) != 2:
+            raise CurateError(f"features[{i}]: expected a 2-D (tokens x d) array, got shape {np.shape(x)}")
+    dims = {np.shape(x)[1] for x in features}
+    if len(dims) > 1:
+        raise CurateError(f"features have different widths {sorted(dims)}: every example needs the same d")
+    d = dims.pop() if dims else 0
+    arrays = [np.asarray(x) for x in features]
+    dtype = np.result_type(*(a.dtype for a in arrays)) if arrays else np.dtype(np.float64)
+    if dtype.kind != "f" or dtype.itemsize > 8:
+        dtype = np.dtype(np.float64)
+    src = np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros((0, d))
+    if not np.isfinite(src).all():
+        bad = next(i for i, x in enumerate(arrays) if not np.isfinite(x).all())
+        raise CurateError(f"features[{bad}] has NaN or infinite values")
+    return src, np.array([len(x) for x in arrays], dtype=np.int64)
+
+
+def _flat_source(features: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    flat, lengths = features.flat, np.asarray(features.lengths)
+    if np.ndim(flat) != 2:
+        raise CurateError(f"flat features: expected a 2-D (rows x d) array, got shape {np.shape(flat)}")
+    if not isinstance(flat, np.ndarray) or flat.dtype.kind != "f" or flat.dtype.itemsize > 8:
+        raise CurateError(f"flat features: expected a float16/32/64 array, got {getattr(flat, 'dtype', type(flat))}")
+    if lengths.ndim != 1 or (len(lengths) and (lengths.dtype.kind not in "iu" or lengths.min() < 0)):
+        raise CurateError("flat features: lengths must be a 1-D array of non-negative integers")
+    lengths = lengths.astype(np.int64)
+    if int(lengths.sum()) != len(flat):
+        raise CurateError(f"flat features: lengths sum to {int(lengths.sum())} but there are {len(flat)} rows")
+    # Finiteness is checked on every gathered batch rather than in one pass over a possibly huge memmap.
+    return flat, lengths, True
+
+
+def _logdet_eye_plus(K, fallback: bool = True) -> np.ndarray:
+    """log det(I + K) for a batch of symmetric PSD K (Cholesky; LU where rounding breaks positivity, or NaN)."""
     import torch
 
     A = K.clone()
@@ -251,8 +383,8 @@ def _logdet_eye_plus(K) -> np.ndarray:
     g = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
     if bool(info.any()):
         bad = info != 0
-        g[bad] = torch.linalg.slogdet(A[bad]).logabsdet
-    return g.cpu().numpy()
+        g[bad] = torch.linalg.slogdet(A[bad]).logabsdet if fallback else float("nan")
+    return g.cpu().numpy().astype(np.float64)
 
 
 @contextmanager
@@ -281,16 +413,16 @@ def _default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _check_args(features: Sequence[np.ndarray], k: int | None, budget_tokens: int | None, tokens) -> np.ndarray:
+def _check_args(lengths: np.ndarray, k: int | None, budget_tokens: int | None, tokens) -> np.ndarray:
     if k is not None and (not isinstance(k, int | np.integer) or k < 0):
         raise CurateError(f"k must be a non-negative integer, got {k!r}")
     if budget_tokens is not None and budget_tokens < 0:
         raise CurateError(f"--budget-tokens must be non-negative, got {budget_tokens!r}")
     if tokens is None:
-        return np.array([len(x) for x in features], dtype=np.int64)
+        return lengths
     tokens = np.asarray(tokens, dtype=np.int64)
-    if tokens.shape != (len(features),):
-        raise CurateError(f"tokens has shape {tokens.shape}, expected ({len(features)},)")
+    if tokens.shape != (len(lengths),):
+        raise CurateError(f"tokens has shape {tokens.shape}, expected ({len(lengths)},)")
     return tokens
 
 
@@ -304,9 +436,10 @@ def _lazy_greedy(
     gains: list[float] = []
     if n == 0 or k == 0:
         return np.zeros(0, np.int64), np.zeros(0)
-    # bound[i] is i's gain when last evaluated: an upper bound now, since gains only shrink as V grows.
-    # A zero bound is exact (gains are >= 0), so zeros never need re-evaluation.
-    bound = state.refresh(np.arange(n))
+    # [lo, hi] brackets i's gain when last evaluated (float32 +- margin, or exact). hi stays an upper bound as V
+    # grows, since gains only shrink; an exact zero (hi == 0) needs no re-evaluation, gains being >= 0.
+    g, err = state.estimate(np.arange(n))
+    hi, lo = g + err, g - err
     fresh = np.ones(n, dtype=bool)
     alive = np.ones(n, dtype=bool)
     batch = 1
@@ -316,36 +449,52 @@ def _lazy_greedy(
         evaluated = 0
         while True:
             known = alive & fresh
-            best = float(bound[known].max()) if known.any() else -np.inf
+            best = float(lo[known].max()) if known.any() else -np.inf  # the best exact gain is at least this
             # Only stale candidates whose bound could beat or tie the best exact gain need re-evaluating.
-            need = np.nonzero(alive & ~fresh & (bound >= _tie_threshold(best)))[0]
+            need = np.nonzero(alive & ~fresh & (hi >= _tie_threshold(best)))[0]
             if len(need) == 0:
                 break
             if len(need) > batch:
                 # The largest bounds first; one vectorised evaluation of a batch is far cheaper than many
-                # single ones, and the extra exact gains change nothing.
-                need = need[np.argpartition(-bound[need], batch - 1)[:batch]]
-            bound[need] = state.refresh(need)
+                # single ones, and the extra gains only tighten bounds.
+                need = need[np.argpartition(-hi[need], batch - 1)[:batch]]
+            g, err = state.estimate(need)
+            hi[need], lo[need] = g + err, g - err
             fresh[need] = True
             evaluated += len(need)
         if best == -np.inf:
             break
-        # Tie-break: the lowest index among the gains within TIE_RTOL of the best.
-        j = int(np.nonzero(alive & fresh & (bound >= _tie_threshold(best)))[0][0])
+        # Every candidate that could tie the best gets its exact float64 gain, so the tie rule sees what plain
+        # greedy sees: the lowest index among the gains within TIE_RTOL of the best.
+        close = np.nonzero(alive & fresh & (hi >= _tie_threshold(best)))[0]
+        loose = close[hi[close] > lo[close]]
+        if len(loose):
+            exact = state.gains(loose)
+            if np.any((exact > hi[loose]) | (exact < lo[loose])):
+                # A float32 gain left its margin: no float32 bound can be trusted, so start over exactly.
+                state.exact_only()
+                hi = np.zeros(n)
+                hi[alive] = state.gains(np.nonzero(alive)[0])
+                lo = hi.copy()
+                fresh = np.ones(n, dtype=bool)
+                continue
+            hi[loose] = lo[loose] = exact
+        top = float(hi[close].max())
+        j = int(close[hi[close] >= _tie_threshold(top)][0])
         picks.append(j)
-        gains.append(float(bound[j]))
+        gains.append(float(hi[j]))
         state.add(j)
         alive[j] = False
         if left is not None:
             left -= int(tokens[j])
-        fresh = bound == 0.0
+        fresh = hi == 0.0
         # The next step likely needs about as many re-evaluations as this one did.
         batch = int(min(512, max(8, 2 * evaluated)))
     return np.asarray(picks, dtype=np.int64), np.asarray(gains, dtype=np.float64)
 
 
 def greedy_logdet(
-    features: Sequence[np.ndarray],
+    features: Sequence[np.ndarray] | FlatFeatures,
     k: int | None = None,
     *,
     lam: float = 1.0,
@@ -355,23 +504,27 @@ def greedy_logdet(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lazy greedy maximisation of log det(lam I + sum_{i in S} X_i^T X_i); exactly plain greedy's answer.
 
-    ``features[i]`` is example i's (M_i x d) token features. Stops after ``k`` picks (None = no limit) or when
-    nothing fits ``budget_tokens`` (example i costs ``tokens[i]``, default M_i; candidates that no longer fit
-    are skipped and the loop goes on). Returns picked indices in pick order and each pick's gain.
+    ``features[i]`` is example i's (M_i x d) token features, or ``features`` has ``.flat`` ((sum M_i) x d, any
+    float dtype, may be an ``np.memmap``) and ``.lengths`` (M_i), see `FlatFeatures`. Stops after ``k`` picks
+    (None = no limit) or when nothing fits ``budget_tokens`` (example i costs ``tokens[i]``, default M_i;
+    candidates that no longer fit are skipped and the loop goes on). Returns picked indices in pick order and
+    each pick's exact float64 gain.
 
     >>> X = [np.array([[1.0, 0.0]]), np.array([[2.0, 0.0]]), np.array([[0.0, 1.0]])]
     >>> idx, g = greedy_logdet(X, 2)
     >>> idx.tolist(), np.round(g, 4).tolist()
     ([1, 2], [1.6094, 0.6931])
     """
-    tokens_arr = _check_args(features, k, budget_tokens, tokens)
     state = LogDetState(features, lam=lam, device=device, cache_kernels=True)
+    if tokens is None:  # a reduced row (QR factor) holds fewer rows than the tokens it stands for
+        tokens = getattr(features, "tokens", None)
+    tokens_arr = _check_args(state.m, k, budget_tokens, tokens)
     with _one_cpu_thread(state.device):
         return _lazy_greedy(state, k, budget_tokens, tokens_arr)
 
 
 def plain_greedy_logdet(
-    features: Sequence[np.ndarray],
+    features: Sequence[np.ndarray] | FlatFeatures,
     k: int | None = None,
     *,
     lam: float = 1.0,
@@ -379,14 +532,16 @@ def plain_greedy_logdet(
     tokens: Sequence[int] | np.ndarray | None = None,
     device: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy that recomputes every candidate's gain (batched) at every step: the baseline for the lazy loop.
+    """Greedy that recomputes every candidate's exact gain (batched) at every step: the baseline for the lazy loop.
 
     >>> X = [np.array([[1.0, 0.0]]), np.array([[2.0, 0.0]]), np.array([[0.0, 1.0]])]
     >>> plain_greedy_logdet(X, 2)[0].tolist()
     [1, 2]
     """
-    tokens_arr = _check_args(features, k, budget_tokens, tokens)
     state = LogDetState(features, lam=lam, device=device)
+    if tokens is None:
+        tokens = getattr(features, "tokens", None)
+    tokens_arr = _check_args(state.m, k, budget_tokens, tokens)
     with _one_cpu_thread(state.device):
         return _plain_loop(state, k, budget_tokens, tokens_arr)
 
@@ -420,6 +575,12 @@ def _plain_loop(
 
 class FisherSelector(Selector):
     """Greedy log-det (FisherSFT) over last-layer features of the trained tokens; keeps rows in pick order.
+
+    Args:
+        model: LM whose last-layer features (the LM head's input) score the rows.
+        lam: Prior lam of lam * I in the log-det; only keeps the matrix invertible.
+        dim: Random projection of the features to this many dimensions (memory); none keeps them all.
+        max_tokens_per_example: Cap on the trained tokens per row that enter the features (memory); none: all.
 
     >>> v = curate.select("sample-sft", method="fisher", budget=50, name="sft-fisher")   # doctest: +SKIP
     """
@@ -459,14 +620,16 @@ class FisherSelector(Selector):
         self.gpus_per_worker = gpus_per_worker
 
     def fit(self, version: Version) -> Self:
-        from curate.scoring import extract_features
+        """Features on disk (``scoring.feature_matrix``: each row's X_i, or the d x d R of its QR when M_i > d,
+        float16), then the lazy greedy over them; memory holds the greedy's state, not the features."""
+        from curate.scoring import feature_matrix
 
         check_budget(self.budget, self.fraction, self.budget_tokens, required=True)
         if not self.lam > 0:
             raise CurateError(f"--lam must be > 0, got {self.lam!r}")
         self.version_ = version
         self.stats_: dict[str, int] = {}
-        feats = extract_features(
+        feats = feature_matrix(
             version,
             model=self.model,
             dim=self.dim,
@@ -477,7 +640,7 @@ class FisherSelector(Selector):
             **self.engine_kwargs(),
         )
         n = len(feats)
-        self.empty_ = np.array([len(x) == 0 for x in feats], dtype=bool)
+        self.empty_ = feats.lengths == 0
         cand = np.nonzero(~self.empty_)[0]
         tokens = self.token_counts()[cand] if self.budget_tokens is not None else None
         if self.budget is not None:
@@ -486,7 +649,8 @@ class FisherSelector(Selector):
             k = int(round(float(self.fraction) * n))
         else:
             k = None
-        state = LogDetState([feats[i] for i in cand], lam=self.lam, cache_kernels=True)
+        # Empty rows own no rows of ``flat``: dropping their lengths leaves every other row's block in place.
+        state = LogDetState.from_flat(feats.flat, feats.lengths[cand], lam=self.lam, cache_kernels=True)
         with _one_cpu_thread(state.device):
             picks, gains = _lazy_greedy(state, k, self.budget_tokens, state.m if tokens is None else tokens)
             # Unpicked rows get their exact gain against the final V, so decisions.parquet ranks every row.

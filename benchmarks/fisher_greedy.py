@@ -1,0 +1,213 @@
+"""FisherSFT greedy speed: curate's `greedy_logdet` against two careful numpy float64 plain greedies.
+
+Baselines (both vectorised: candidates sorted by length, padded batches of ~4M elements, batched Cholesky):
+- plain: one shared V^-1 (Woodbury after each pick); every remaining candidate's gain
+  log det(I + X_i V^-1 X_i^T) recomputed from scratch at every step.
+- incremental: every candidate's kernel K_i = X_i V^-1 X_i^T kept (float64) and downdated with one matrix
+  product per pick, K_i -= (X_i W_j^T)(X_i W_j^T)^T, then every gain recomputed by batched Cholesky.
+Both pick the lowest index among gains within 1e-9 (relative) of the best, the rule curate documents, and the
+picks of all three are asserted identical. Features: ragged examples of N(0, Sigma) tokens, Sigma's
+eigenvalues spread 1..0.01 (as in benchmarks/fisher.py), float32 like curate's feature cache.
+
+One thread each side (torch.set_num_threads(1), OMP/OpenBLAS 1 thread), interleaved, min/median of repeats.
+The baselines' step cost is flat (N >> k candidates each step), so with ``--baseline-steps S < k`` they run S
+steps and are extrapolated linearly to k (printed as such); curate always runs all k steps.
+
+    python benchmarks/fisher_greedy.py            # realistic: N=2000 x 50-300 tokens x d=576, k=100; N=20000
+    python benchmarks/fisher_greedy.py --quick    # smaller sizes, all steps measured, < 3 min
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # before numpy loads its BLAS
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _util import table  # noqa: E402
+
+from curate.selectors.fisher import greedy_logdet  # noqa: E402
+
+TIE_RTOL = 1e-9
+CHUNK = 1 << 22  # elements of one padded batch, as in curate
+
+
+def make_features(n: int, lo: int, hi: int, d: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(np.logspace(0, -2, d))
+    return [(rng.standard_normal((int(m), d)) * scale).astype(np.float32) for m in rng.integers(lo, hi + 1, n)]
+
+
+def _buckets(lengths: np.ndarray, d: int) -> list[np.ndarray]:
+    order = np.argsort(lengths, kind="stable")
+    out, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop - start + 1) * lengths[order[stop]] * d <= CHUNK:
+            stop += 1
+        out.append(order[start:stop])
+        start = stop
+    return out
+
+
+def _padded(feats: list[np.ndarray], ids: np.ndarray, d: int) -> np.ndarray:
+    w = max(len(feats[i]) for i in ids)
+    X = np.zeros((len(ids), w, d))
+    for b, i in enumerate(ids):
+        X[b, : len(feats[i])] = feats[i]
+    return X
+
+
+def _logdet_eye_plus(K: np.ndarray) -> np.ndarray:
+    A = K.copy()
+    A[:, np.arange(A.shape[1]), np.arange(A.shape[1])] += 1.0
+    L = np.linalg.cholesky(A)
+    return 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(1)
+
+
+def _pick(gains: np.ndarray, alive: np.ndarray) -> int:
+    g = np.where(alive, gains, -np.inf)
+    best = g.max()
+    return int(np.nonzero(g >= best - TIE_RTOL * abs(best))[0][0])
+
+
+def _woodbury(vinv: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    Y = X @ vinv
+    S = Y @ X.T + np.eye(len(X))
+    W = np.linalg.solve(np.linalg.cholesky(S), Y)  # L^-1 Y
+    vinv = vinv - W.T @ W
+    return 0.5 * (vinv + vinv.T), W
+
+
+def numpy_plain(feats: list[np.ndarray], k: int, lam: float = 1.0) -> list[int]:
+    """Plain greedy: one shared V^-1, every remaining gain recomputed from scratch (float64) at every step."""
+    n, d = len(feats), feats[0].shape[1]
+    lengths = np.array([len(x) for x in feats])
+    vinv = np.eye(d) / lam
+    alive = np.ones(n, dtype=bool)
+    picks = []
+    for _ in range(k):
+        gains = np.full(n, -np.inf)
+        for ids in _buckets(np.where(alive, lengths, 0), d):
+            ids = ids[alive[ids]]
+            if len(ids) == 0:
+                continue
+            X = _padded(feats, ids, d)
+            K = (X.reshape(-1, d) @ vinv).reshape(X.shape) @ X.transpose(0, 2, 1)
+            gains[ids] = _logdet_eye_plus(K)
+        j = _pick(gains, alive)
+        picks.append(j)
+        alive[j] = False
+        vinv, _ = _woodbury(vinv, feats[j].astype(np.float64))
+    return picks
+
+
+def numpy_incremental(feats: list[np.ndarray], k: int, lam: float = 1.0) -> list[int]:
+    """Plain greedy over kept kernels: one product per pick downdates every candidate's K_i (float64)."""
+    n, d = len(feats), feats[0].shape[1]
+    lengths = np.array([len(x) for x in feats])
+    groups = _buckets(lengths, d)
+    xs = [_padded(feats, ids, d) for ids in groups]
+    ks = [X @ X.transpose(0, 2, 1) / lam for X in xs]
+    vinv = np.eye(d) / lam
+    alive = np.ones(n, dtype=bool)
+    gains = np.concatenate([_logdet_eye_plus(K) for K in ks])[np.argsort(np.concatenate(groups))]
+    picks = []
+    for step in range(k):
+        j = _pick(gains, alive)
+        picks.append(j)
+        alive[j] = False
+        if step == k - 1:
+            break
+        vinv, W = _woodbury(vinv, feats[j].astype(np.float64))
+        for ids, X, K in zip(groups, xs, ks, strict=True):
+            Q = (X.reshape(-1, d) @ W.T).reshape(len(ids), X.shape[1], len(W))
+            K -= Q @ Q.transpose(0, 2, 1)
+            gains[ids] = _logdet_eye_plus(K)
+    return picks
+
+
+def _timed(fn, *args) -> tuple[float, object]:
+    t0 = time.process_time()
+    out = fn(*args)
+    return time.process_time() - t0, out
+
+
+def bench(name: str, feats: list[np.ndarray], k: int, baseline_steps: int, repeats: int) -> list:
+    import torch
+
+    torch.set_num_threads(1)
+    steps = min(baseline_steps, k)
+    times: dict[str, list[float]] = {"curate": [], "plain": [], "incremental": []}
+    for _ in range(repeats):
+        t, (picks, _) = _timed(greedy_logdet, feats, k)
+        times["curate"].append(t)
+        t, plain = _timed(numpy_plain, feats, steps)
+        times["plain"].append(t * k / steps)
+        t, inc = _timed(numpy_incremental, feats, steps)
+        times["incremental"].append(t * k / steps)
+        assert plain == inc == picks[:steps].tolist(), f"{name}: picks differ"
+    n, d = len(feats), feats[0].shape[1]
+    mins = {key: min(v) for key, v in times.items()}
+    meds = {key: float(np.median(v)) for key, v in times.items()}
+    label = "all steps" if steps == k else f"{steps} steps, x{k / steps:.1f}"
+    return [
+        name,
+        f"{n} x {min(map(len, feats))}-{max(map(len, feats))} x {d}",
+        k,
+        f"{mins['curate']:.1f} / {meds['curate']:.1f}",
+        f"{mins['plain']:.1f} / {meds['plain']:.1f}",
+        f"{mins['incremental']:.1f} / {meds['incremental']:.1f}",
+        label,
+        f"{mins['plain'] / mins['curate']:.1f}x",
+        f"{mins['incremental'] / mins['curate']:.1f}x",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, every baseline step measured")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline-steps", type=int, default=None, help="baseline steps measured (default: 5; quick: k)")
+    args = ap.parse_args()
+    if args.quick:
+        sizes = [("ragged", 400, 20, 80, 128, 20), ("short", 4000, 8, 32, 64, 40)]
+    else:
+        sizes = [("realistic", 2000, 50, 300, 576, 100), ("large N", 20000, 8, 64, 128, 100)]
+    rows = []
+    for name, n, lo, hi, d, k in sizes:
+        steps = args.baseline_steps or (k if args.quick else 5)
+        rows.append(bench(name, make_features(n, lo, hi, d), k, steps, args.repeats))
+        print(rows[-1], flush=True)
+    print(f"FisherSFT greedy, CPU seconds min / median of {args.repeats} interleaved repeats, one thread each")
+    print(
+        table(
+            [
+                "size",
+                "N x tokens x d",
+                "k",
+                "curate",
+                "numpy plain",
+                "numpy incremental",
+                "baselines",
+                "vs plain",
+                "vs incremental",
+            ],  # fmt: skip
+            rows,
+        )
+    )
+    print("(picks of all three asserted identical; ratio = baseline min / curate min)")
+
+
+if __name__ == "__main__":
+    main()
