@@ -15,16 +15,32 @@ question-answer    ``question``, ``answer`` (GSM8K ``#### 72``)  ``prompt``, ``m
                                                                 ``answer`` = final answer
 prompt-only (RL)   ``prompt`` (+ ``answer``/``solution``/        ``prompt``, ``answer``
                    ``ground_truth``)
+input-output       ``input`` (text or chat), ``output``          ``messages``, ``prompt``
+                   (OpenRLHF SFT's ``--input_key``/``--output_key``)
 =================  ===========================================  =========================================
 
-Every other scalar field passes through unchanged (``level``, ``category`` ...).
+Every other scalar field passes through unchanged (``level``, ``category`` ...). A pass-through column that is
+null in every row (a JSONL export writes a NaN score as null) is typed float64 when its name says it holds scores
+(``score``, ``*_score``, ``pass_rate``, ``learnability``, ``margin``), as it was before the export, not null.
+
+``normalise_stream`` does the same for a source read in chunks (a JSONL file): every chunk is checked and
+normalised as it comes, kept as Arrow in a temporary spill, and the chunks are typed as one table would be (a
+column that is whole numbers in one chunk and decimals in another is float64 in all), so the result, the row ids
+and the errors are those of ``normalise`` on the whole file, in memory that does not grow with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import itertools
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -85,8 +101,36 @@ def prompt_of(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return list(messages)
 
 
+try:  # optional: the same bytes as canonical_json for the text-only rows content ids hash, several times faster
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+
 def row_id(row: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(row).encode()).hexdigest()[:16]
+
+
+_CONTENT = ("messages", "prompt", "answer")
+
+
+def _content_id(row: dict[str, Any]) -> str:
+    """``row_id`` of a normalised row's messages, prompt and answer (text only, so orjson writes the same JSON)."""
+    if orjson is None:
+        return row_id(row)
+    return hashlib.sha256(orjson.dumps(row, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+@dataclass
+class Chunk:
+    """Raw rows read together: ``lines`` their source lines (None: errors name row numbers), ``full`` the rows
+    that may fail the value check (nesting, lone surrogates) and so are walked in full (None: every row), and
+    ``source`` the file errors name, where it is not the source imported (one of a folder's files)."""
+
+    rows: list[dict[str, Any]]
+    lines: list[int] | None = None
+    full: list[int] | None = None
+    source: str | None = None
 
 
 class _Row:
@@ -117,6 +161,14 @@ class _Row:
         v = self.row.get(field) if value is None else value
         if isinstance(v, str):
             return [{"role": default_role, "content": self.text(field, v)}]
+        # The common case, turns that are already plain {role, content} text, is kept as it is; any other goes
+        # through the checks below, which copy each turn and name what is wrong.
+        if type(v) is list and v:
+            for m in v:
+                if not (type(m) is dict and len(m) == 2 and type(m.get("content")) is str and m.get("role") in ROLES):
+                    break
+            else:
+                return v
         if not isinstance(v, list | tuple) or not v:
             raise self.fail(field, "expected a non-empty list of {role, content} messages or a string")
         out = []
@@ -149,10 +201,13 @@ def detect_layout(fields: set[str], source: str | None = None) -> str:
         return "question-answer"
     if "prompt" in fields:
         return "prompt-only"
+    # last, so that no file an earlier layout took changes meaning
+    if "input" in fields and "output" in fields:
+        return "input-output"
     raise InputError(
         f"{source + ': ' if source else ''}cannot tell the layout from fields {sorted(map(str, fields))}: "
-        "expected messages, conversations, "
-        "instruction/output, prompt/completion, question/answer or prompt (or pass --map canonical=source)"
+        "expected messages, conversations, instruction/output, prompt/completion, question/answer, prompt "
+        "or input/output (or pass --map canonical=source)"
     )
 
 
@@ -179,13 +234,13 @@ def parse_mapping(items: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def _normalise_row(r: _Row, layout: str, data_source: str) -> dict[str, Any]:
+def _normalise_row(r: _Row, layout: str, data_source: str, forced: bool = False) -> dict[str, Any]:
+    """One raw row in canonical fields; ``forced``: ``data_source`` replaces the row's own."""
     row = r.row
     out: dict[str, Any] = {}
-    consumed: set[str] = {"id", "data_source"}
+    consumed = _CONSUMED.get(layout, _KEPT)
     if layout == "openai":
         out["messages"] = r.chat("messages")
-        consumed.add("messages")
     elif layout == "sharegpt":
         conv = row.get("conversations")
         if not isinstance(conv, list) or not conv:
@@ -201,7 +256,6 @@ def _normalise_row(r: _Row, layout: str, data_source: str) -> dict[str, Any]:
                 raise r.fail(f"conversations[{j}].from", f"unknown speaker {m['from']!r}")
             msgs.append({"role": role, "content": r.text(f"conversations[{j}].value", m["value"], allow_empty=True)})
         out["messages"] = msgs
-        consumed |= {"conversations", "system", "tools"}
     elif layout == "alpaca":
         msgs = []
         if isinstance(row.get("system"), str) and row["system"].strip():
@@ -215,37 +269,56 @@ def _normalise_row(r: _Row, layout: str, data_source: str) -> dict[str, Any]:
         user = f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
         msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": r.text("output")}]
         out["messages"] = msgs
-        consumed |= {"instruction", "input", "output", "system", "history"}
     elif layout == "prompt-completion":
         prompt = r.chat("prompt")
         completion = r.chat("completion", default_role="assistant")
         out["messages"] = prompt + completion
-        consumed |= {"prompt", "completion"}
     elif layout == "question-answer":
         q = r.text("question")
         solution = r.text("answer")
         out["prompt"] = [{"role": "user", "content": q}]
         out["messages"] = [{"role": "user", "content": q}, {"role": "assistant", "content": solution}]
         out["answer"] = final_answer(solution)
-        consumed |= {"question", "answer"}
     elif layout == "prompt-only":
         out["prompt"] = r.chat("prompt")
-        consumed.add("prompt")
+    elif layout == "input-output":
+        out["messages"] = r.chat("input") + r.chat("output", default_role="assistant")
+    # (plain loops rather than any() and generators: this runs once per row of every import)
     if "messages" in out:
-        if not any(m["role"] == "assistant" for m in out["messages"]):
+        msgs = out["messages"]
+        for m in msgs:
+            if m["role"] == "assistant":
+                break
+        else:
             raise r.fail("messages", "no assistant turn to train on")
-        out.setdefault("prompt", prompt_of(out["messages"]))
+        if "prompt" not in out:
+            out["prompt"] = prompt_of(msgs)
+    taken = None
     if "answer" not in out:
         for f in _ANSWER_FIELDS:
             if row.get(f) is not None:
                 out["answer"] = r.text(f)
-                consumed.add(f)
+                taken = f
                 break
-    out["data_source"] = str(row["data_source"]) if row.get("data_source") is not None else data_source
+    ds = row.get("data_source") if not forced else None
+    out["data_source"] = str(ds) if ds is not None else data_source
     for k, v in row.items():
-        if k not in consumed and k not in out:
+        if k not in out and k not in consumed and k != taken:
             out[k] = v
     return out
+
+
+# The source fields each layout turns into canonical ones (not passed through as they are).
+_KEPT = frozenset({"id", "data_source"})
+_CONSUMED = {
+    "openai": frozenset({"id", "data_source", "messages"}),
+    "sharegpt": frozenset({"id", "data_source", "conversations", "system", "tools"}),
+    "alpaca": frozenset({"id", "data_source", "instruction", "input", "output", "system", "history"}),
+    "prompt-completion": frozenset({"id", "data_source", "prompt", "completion"}),
+    "question-answer": frozenset({"id", "data_source", "question", "answer"}),
+    "prompt-only": frozenset({"id", "data_source", "prompt"}),
+    "input-output": frozenset({"id", "data_source", "input", "output"}),
+}
 
 
 def normalise(
@@ -256,8 +329,12 @@ def normalise(
     data_source: str | None = None,
     lines: Sequence[int] | None = None,
     layout: str | None = None,
+    set_data_source: str | None = None,
 ) -> tuple[pa.Table, str]:
     """Normalise raw rows into canonical columns; returns ``(table, layout)``.
+
+    ``data_source`` is what a row without one gets (default: the file's stem); ``set_data_source`` replaces
+    every row's own (``curate import --data-source``).
 
     >>> t, layout = normalise([{"question": "2+2?", "answer": "4\\n#### 4"}], source="x.jsonl")
     >>> layout, t.column("answer").to_pylist()
@@ -265,29 +342,241 @@ def normalise(
     """
     if not rows:
         raise InputError(f"{source}: no rows")
-    for i, raw in enumerate(rows):
-        if not isinstance(raw, dict):
-            where = f"line {lines[i]}" if lines is not None else f"row {i}"
-            raise InputError(f"{source}: {where}: expected an object, got {type(raw).__name__}")
-    mapping = mapping or {}
-    if mapping:
-        missing = [src for src in mapping if not any(src in r for r in rows[:100])]
-        if missing:
-            raise InputError(f"{source}: --map names source field(s) not in the data: {', '.join(missing)}")
-        rows = [{mapping.get(k, k): v for k, v in r.items()} for r in rows]
-    for i, raw in enumerate(rows):
-        _check_values(_Row(source, i, raw, lines[i] if lines is not None else None))
-    fields: set[str] = set()
-    for r in rows[:1000]:
-        fields |= set(r)
-    layout = layout or detect_layout(fields, source)
-    ds = data_source or source.rsplit("/", 1)[-1].split(".")[0]
-    out = []
-    for i, raw in enumerate(rows):
-        line = lines[i] if lines is not None else None
-        out.append(_normalise_row(_Row(source, i, raw, line), layout, ds))
-    _assign_ids(out, rows, source, lines)
-    return to_table(out, source=source, lines=lines), layout
+    chunk = Chunk(list(rows), list(lines) if lines is not None else None)
+    n = _Normaliser(source, mapping, set_data_source or data_source, layout, forced=set_data_source is not None)
+    with _gc_paused():
+        table, _ = n.table(chunk)
+    return _null_scores(table), n.layout
+
+
+def normalise_stream(
+    chunks: Callable[[], Iterator[Chunk]],
+    *,
+    source: str,
+    mapping: dict[str, str] | None = None,
+    data_source: str | None = None,
+    layout: str | None = None,
+    set_data_source: str | None = None,
+) -> tuple[pa.Table | Iterable[pa.Table], str, int]:
+    """``normalise`` for a source read in chunks; returns ``(tables, layout, rows)``.
+
+    Every row is read, checked and normalised before this returns, so every error is raised here. ``tables`` is
+    one table for a source of one chunk, else an iterable that reads the chunks back from a temporary spill,
+    typed alike (``chunks`` is called again, to read the source a second time, only when a column's type can
+    only be settled from the raw values: one that is text in one chunk and numbers in another becomes JSON text).
+    """
+    with _gc_paused():
+        return _normalise_stream(chunks, source, mapping, data_source, layout, set_data_source)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: parsed rows are millions of fresh dicts and lists, none in a cycle,
+    and the collector walking them over and over cost a fifth of an import's time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _normalise_stream(
+    chunks: Callable[[], Iterator[Chunk]],
+    source: str,
+    mapping: dict[str, str] | None,
+    data_source: str | None,
+    layout: str | None,
+    set_data_source: str | None,
+) -> tuple[pa.Table | Iterable[pa.Table], str, int]:
+    forced = set_data_source is not None
+    data_source = set_data_source or data_source
+    n = _Normaliser(source, mapping, data_source, layout, forced=forced)
+    it = _at_least(chunks(), 1000)
+    first = next(it, None)
+    if first is None:
+        raise InputError(f"{source}: no rows")
+    table, info = n.table(first)
+    second = next(it, None)
+    if second is None:
+        return _null_scores(table), n.layout, table.num_rows
+    spill = _Spill()
+    infos, rows = [], 0
+    for chunk in _chained(second, it, first=(table, info)):
+        t, info = chunk if isinstance(chunk, tuple) else n.table(chunk)
+        spill.add(t)
+        infos.append(info)
+        rows += t.num_rows
+    fields, redo = _plan(infos)
+    if redo or n.conflict:
+        spill.close()
+        # A later given id equal to an earlier hashed one, or a column the spill holds in the wrong form: read
+        # the source again knowing every given id and every column's final type.
+        again = _Normaliser(source, mapping, data_source, n.layout, forced=forced, given=set(n.given))
+        return _redo(again, chunks, fields), n.layout, rows
+    return spill.read(fields), n.layout, rows
+
+
+def _at_least(chunks: Iterator[Chunk], rows: int) -> Iterator[Chunk]:
+    """The chunks, the first merged with the next ones until it holds ``rows`` rows (the layout is told from
+    the first 1,000 rows)."""
+    head: Chunk | None = None
+    for c in chunks:
+        if head is None:
+            head = c
+        elif len(head.rows) < rows:
+            full = None if head.full is None or c.full is None else [*head.full, *(len(head.rows) + i for i in c.full)]
+            lines = None if head.lines is None or c.lines is None else [*head.lines, *c.lines]
+            if c.source != head.source:  # rows of two files: their lines would be ambiguous in an error
+                yield head
+                head = c
+                continue
+            head = Chunk([*head.rows, *c.rows], lines, full, head.source)
+        else:
+            yield head
+            head = c
+            continue
+        if len(head.rows) >= rows:
+            yield head
+            head = None
+    if head is not None:
+        yield head
+
+
+def _chained(second: Chunk, rest: Iterator[Chunk], *, first: Any) -> Iterator[Any]:
+    yield first
+    yield second
+    yield from rest
+
+
+def _redo(n: _Normaliser, chunks: Callable[[], Iterator[Chunk]], fields: list[pa.Field]) -> Iterator[pa.Table]:
+    types = {f.name: f.type for f in fields}
+    for chunk in _at_least(chunks(), 1000):
+        with _gc_paused():
+            t, _ = n.table(chunk, types=types)
+        yield _conform(t, fields)
+
+
+class _Spill:
+    """Chunk tables kept as uncompressed Arrow files in a temporary folder, read back one at a time."""
+
+    def __init__(self):
+        self._dir = tempfile.TemporaryDirectory(prefix="curate-import-")
+        self._paths: list[Path] = []
+
+    def add(self, table: pa.Table) -> None:
+        path = Path(self._dir.name) / f"{len(self._paths):06d}.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        self._paths.append(path)
+
+    def read(self, fields: list[pa.Field]) -> Iterator[pa.Table]:
+        try:
+            for path in self._paths:
+                with pa.memory_map(str(path)) as src:
+                    table = pa.ipc.open_file(src).read_all()
+                    # copied out of the map by _conform's combine, so the file can go at once
+                    yield _conform(table, fields)
+                path.unlink()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+class _Normaliser:
+    """Normalises chunk after chunk, carrying what spans them: the layout, the ids given and hashed so far."""
+
+    def __init__(
+        self,
+        source: str,
+        mapping: dict[str, str] | None,
+        data_source: str | None,
+        layout: str | None,
+        *,
+        forced: bool = False,
+        given: set[str] | None = None,
+    ):
+        self.source, self.mapping, self.layout, self.forced = source, mapping or {}, layout, forced
+        self.ds = data_source or source.rsplit("/", 1)[-1].split(".")[0]
+        self.given: dict[str, str] = {}  # id -> where it was first given
+        self.seen: dict[str, int] = {}  # content hash -> how many rows had it
+        self.suffixed: set[str] = set()  # hashed ids given a "-n" suffix
+        self.all_given = given or set()  # every given id of the source, when a first reading found them
+        self.conflict = False  # a given id equal to an id hashed before it: only a second reading gets it right
+        self.first = True
+
+    def table(
+        self, chunk: Chunk, *, types: dict[str, pa.DataType] | None = None
+    ) -> tuple[pa.Table, dict[str, pa.DataType | None]]:
+        rows, lines, source = chunk.rows, chunk.lines, chunk.source or self.source
+        for i, raw in enumerate(rows) if set(map(type, rows)) != {dict} else ():
+            if not isinstance(raw, dict):
+                where = f"line {lines[i]}" if lines is not None else f"row {i}"
+                raise InputError(f"{source}: {where}: expected an object, got {type(raw).__name__}")
+        mapping = self.mapping
+        if mapping:
+            if self.first:
+                missing = [src for src in mapping if not any(src in r for r in rows[:100])]
+                if missing:
+                    raise InputError(f"{source}: --map names source field(s) not in the data: {', '.join(missing)}")
+            rows = [{mapping.get(k, k): v for k, v in r.items()} for r in rows]
+        for i in range(len(rows)) if chunk.full is None else chunk.full:
+            _check_values(_Row(source, i, rows[i], lines[i] if lines is not None else None))
+        if self.layout is None:
+            fields: set[str] = set()
+            for r in rows[:1000]:
+                fields |= set(r)
+            self.layout = detect_layout(fields, source)
+        self.first = False
+        layout, ds, forced = self.layout, self.ds, self.forced
+        if lines is None:
+            out = [_normalise_row(_Row(source, i, raw, None), layout, ds, forced) for i, raw in enumerate(rows)]
+        else:
+            pairs = enumerate(zip(rows, lines, strict=True))
+            out = [_normalise_row(_Row(source, i, raw, ln), layout, ds, forced) for i, (raw, ln) in pairs]
+        self._assign_ids(out, rows, lines, source)
+        return _typed_table(out, source=source, lines=lines, types=types)
+
+    def _assign_ids(self, out: list[dict], rows: Sequence[dict], lines: Sequence[int] | None, source: str) -> None:
+        """Keep each row's own ``id``; a row without one gets a hash of its content, made unique against every
+        id (the ids hashed in earlier chunks, and the ones given anywhere in the source)."""
+        given, seen = self.given, self.seen
+
+        def where(i: int) -> str:
+            return f"line {lines[i]}" if lines is not None else f"row {i}"
+
+        for i, raw in enumerate(rows):
+            v = raw.get("id")
+            if v is None:
+                continue
+            if isinstance(v, dict | list | tuple):
+                raise InputError(
+                    f"{source}: {where(i)}: field 'id': expected text or a number, got {type(v).__name__}"
+                )
+            rid = str(v)
+            if rid in given:
+                raise InputError(f"{source}: {where(i)}: field 'id': duplicate id {rid!r} (first at {given[rid]})")
+            if rid not in self.all_given and (rid in seen or rid in self.suffixed):
+                self.conflict = True
+            given[rid] = where(i)
+        for o, raw in zip(out, rows, strict=True):
+            if raw.get("id") is not None:
+                o["id"] = str(raw["id"])
+                continue
+            base = _content_id({k: o[k] for k in _CONTENT if k in o})
+            n = seen.get(base, 0)
+            rid = base if n == 0 else f"{base}-{n}"
+            # A given id may look like a hash (or a hash-n): step past it rather than collide.
+            while rid in given or rid in self.all_given:
+                n += 1
+                rid = f"{base}-{n}"
+            seen[base] = n + 1
+            if rid != base:
+                self.suffixed.add(rid)
+            o["id"] = rid
 
 
 #: JSON nesting a row may have. Parquet refuses to read back a schema nested past 100 levels (a list counts two),
@@ -318,39 +607,6 @@ def _check_values(r: _Row) -> None:
                 stack.append((field, x, depth + 1))
 
 
-def _assign_ids(out: list[dict], rows: Sequence[dict], source: str, lines: Sequence[int] | None) -> None:
-    """Keep each row's own ``id``; a row without one gets a hash of its content, made unique against every id."""
-
-    def where(i: int) -> str:
-        return f"line {lines[i]}" if lines is not None else f"row {i}"
-
-    given: dict[str, int] = {}
-    for i, raw in enumerate(rows):
-        v = raw.get("id")
-        if v is None:
-            continue
-        if isinstance(v, dict | list | tuple):
-            raise InputError(f"{source}: {where(i)}: field 'id': expected text or a number, got {type(v).__name__}")
-        rid = str(v)
-        if rid in given:
-            raise InputError(f"{source}: {where(i)}: field 'id': duplicate id {rid!r} (first at {where(given[rid])})")
-        given[rid] = i
-    seen: dict[str, int] = {}
-    for o, raw in zip(out, rows, strict=True):
-        if raw.get("id") is not None:
-            o["id"] = str(raw["id"])
-            continue
-        base = row_id({k: v for k, v in o.items() if k in ("messages", "prompt", "answer")})
-        n = seen.get(base, 0)
-        rid = base if n == 0 else f"{base}-{n}"
-        # A given id may look like a hash (or a hash-n): step past it rather than collide.
-        while rid in given:
-            n += 1
-            rid = f"{base}-{n}"
-        seen[base] = n + 1
-        o["id"] = rid
-
-
 def to_table(rows: list[dict[str, Any]], *, source: str = "rows", lines: Sequence[int] | None = None) -> pa.Table:
     """Rows -> Arrow with canonical columns typed and ordered first; extra columns inferred.
 
@@ -361,26 +617,128 @@ def to_table(rows: list[dict[str, Any]], *, source: str = "rows", lines: Sequenc
     >>> to_table([{"id": "a", "meta": {}}]).column("meta").to_pylist()
     ['{}']
     """
-    names: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in names:
-                names.append(k)
+    return _typed_table(rows, source=source, lines=lines)[0]
+
+
+def _typed_table(
+    rows: list[dict[str, Any]],
+    *,
+    source: str,
+    lines: Sequence[int] | None,
+    types: dict[str, pa.DataType] | None = None,
+) -> tuple[pa.Table, dict[str, pa.DataType | None]]:
+    """``to_table``, and the type Arrow inferred for each extra column (None: it could not type it).
+
+    ``types`` (a streamed source read a second time) gives each extra column its final type: JSON text (string)
+    or the type the whole source inferred."""
+    names = dict.fromkeys(itertools.chain.from_iterable(rows))  # every key, in order of first appearance
     ordered = [c for c in CANONICAL if c in names] + [c for c in names if c not in CANONICAL_TYPES]
-    arrays, fields = [], []
+    arrays, fields, inferred = [], [], {}
     for c in ordered:
         values = [r.get(c) for r in rows]
         typ = CANONICAL_TYPES.get(c)
-        try:
-            arr = pa.array(values, type=typ)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
-            if typ is not None or isinstance(e, OverflowError | UnicodeEncodeError):
-                raise _bad_value(values, typ, c, source, lines) from None
-            arr = _as_json_text(values)
-        if typ is None and not _parquet_safe(arr.type):
-            arr = _as_json_text(values)
+        if typ is None and types is not None:
+            # the second reading: every value already went through the checks below once
+            t = types[c]
+            arr = _as_json_text(values) if t == pa.string() else pa.array(values, type=t)
+        else:
+            try:
+                arr = pa.array(values, type=typ)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError) as e:
+                if typ is not None or isinstance(e, OverflowError | UnicodeEncodeError):
+                    raise _bad_value(values, typ, c, source, lines) from None
+                arr = _as_json_text(values)
+                inferred[c] = None
+            else:
+                inferred[c] = arr.type
+                if typ is None and not _parquet_safe(arr.type):
+                    arr = _as_json_text(values)
         arrays.append(arr)
         fields.append(pa.field(c, arr.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields)), inferred
+
+
+def _merge_type(a: pa.DataType | None, b: pa.DataType | None) -> pa.DataType | None:
+    """The type Arrow infers for values of type ``a`` followed by values of type ``b``; None where it cannot
+    type them as one column (numbers and text, a list and a scalar, ...)."""
+    if a is None or b is None:
+        return None
+    if a == b or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    if {a, b} == {pa.int64(), pa.float64()}:
+        return pa.float64()
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        item = _merge_type(a.value_type, b.value_type)
+        return None if item is None else pa.list_(item)
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        merged = {a.field(i).name: a.field(i).type for i in range(a.num_fields)}
+        for i in range(b.num_fields):
+            f = b.field(i)
+            merged[f.name] = _merge_type(merged[f.name], f.type) if f.name in merged else f.type
+            if merged[f.name] is None:
+                return None
+        return pa.struct(list(merged.items()))
+    return None
+
+
+def _plan(infos: list[dict[str, pa.DataType | None]]) -> tuple[list[pa.Field], bool]:
+    """The columns of the whole from each chunk's inferred types, and whether a chunk holds a column in a form
+    it cannot be converted from (JSON text where the whole is typed, typed values where the whole is JSON)."""
+    extra: dict[str, list[pa.DataType | None]] = {}
+    canonical: set[str] = set()
+    for info in infos:
+        for c, t in info.items():
+            if c in CANONICAL_TYPES:
+                canonical.add(c)
+            else:
+                extra.setdefault(c, []).append(t)
+    fields = [pa.field(c, CANONICAL_TYPES[c]) for c in CANONICAL if c in canonical]
+    redo = False
+    for c, ts in extra.items():
+        whole = reduce(_merge_type, ts)
+        as_json = whole is None or not _parquet_safe(whole)
+        for t in ts:
+            if t is None or pa.types.is_null(t):
+                continue
+            held_json = not _parquet_safe(t)
+            if as_json and not held_json and t != pa.string():
+                redo = True  # typed values where the whole is JSON text
+            if not as_json and held_json:
+                redo = True  # JSON text where the whole is typed
+        if not as_json and pa.types.is_null(whole) and _SCORE_NAME.search(c):
+            whole = pa.float64()
+        fields.append(pa.field(c, pa.string() if as_json else whole))
+    return fields, redo
+
+
+#: pass-through columns that hold scores: null in every row (a NaN score, as JSON writes it) means float64
+_SCORE_NAME = re.compile(r"(?:^|_)score$|^(?:pass_rate|learnability|margin)$")
+
+
+def _null_scores(table: pa.Table) -> pa.Table:
+    """``table`` with every score column that is null throughout (type null) typed float64."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_null(f.type) and f.name not in CANONICAL_TYPES and _SCORE_NAME.search(f.name):
+            table = table.set_column(i, pa.field(f.name, pa.float64()), pa.nulls(table.num_rows, pa.float64()))
+    return table
+
+
+def _conform(table: pa.Table, fields: list[pa.Field]) -> pa.Table:
+    """A chunk's table with the whole's columns, in its order and types (a column it lacks is all null)."""
+    n, arrays = table.num_rows, []
+    for f in fields:
+        if f.name not in table.column_names:
+            arrays.append(pa.nulls(n, f.type))
+            continue
+        col = table.column(f.name).combine_chunks()
+        if col.type == f.type:
+            arrays.append(col)
+        elif pa.types.is_null(col.type):
+            arrays.append(pa.nulls(n, f.type))
+        else:  # a narrower type of the same values (whole numbers of a float column, a struct with fewer fields)
+            arrays.append(pa.array(col.to_pylist(), type=f.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 

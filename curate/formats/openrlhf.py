@@ -88,6 +88,9 @@ class OpenRLHF(Format):
                     f"{src}: row {i}: a preference row (chosen, rejected): import it with --format {OpenRLHFDpo.name}"
                 )
             new: dict[str, Any] = {"prompt": chat(row.pop("input", None), f"{src}: row {i}: field 'input'", "user")}
+            if row.get("output") is not None:  # OpenRLHF SFT rows: --input_key input --output_key output
+                answer = chat(row.pop("output"), f"{src}: row {i}: field 'output'", "assistant")
+                new["messages"] = new["prompt"] + answer
             if "label" in row:
                 new["answer"] = as_text(row.pop("label"))
             if "datasource" in row:
