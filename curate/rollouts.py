@@ -36,6 +36,7 @@ from curate import options
 from curate.engine import Engine, run_batches
 from curate.errors import CurateError
 from curate.generation import (
+    AUTO,
     GENERATORS,
     Generator,
     Sampling,
@@ -43,6 +44,7 @@ from curate.generation import (
     engine_options,
     generation_task,
     make_generator,
+    resolve_backend,
 )
 from curate.models import DEFAULT_LM
 from curate.rewards import call_reward, get_reward, needs_answer, reward_name, reward_source
@@ -84,8 +86,10 @@ class RolloutConfig:
     """Completions sampled per prompt."""
     model: str = DEFAULT_LM
     """Policy model: an alias, a local folder or a hub id (for ``--backend openai``: the server's model name)."""
-    backend: str = "hf"
-    """Generation backend: ``hf`` (in-process transformers, CPU-capable), ``vllm`` or ``openai``."""
+    backend: str = AUTO
+    """Generation backend: ``auto`` (``llamacpp`` on a CPU when llama-cpp-python is installed and the model is a
+    GGUF file, as the embedded default is; else ``hf``), ``hf`` (in-process transformers), ``llamacpp``, ``vllm``
+    or ``openai``. The version records the backend that ran."""
     temperature: float = 1.0
     """Sampling temperature; 0 is greedy (then all n completions of a prompt are equal)."""
     top_p: float = 1.0
@@ -115,7 +119,7 @@ class RolloutConfig:
         ):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
                 raise CurateError(f"{flag} must be an integer >= {low}, got {value!r}")
-        if self.backend not in GENERATORS:
+        if self.backend != AUTO and self.backend not in GENERATORS:
             raise CurateError(f"--backend {self.backend!r}: unknown backend (available: {', '.join(GENERATORS)})")
         if not (isinstance(self.temperature, int | float) and self.temperature >= 0):
             raise CurateError(f"--temperature must be >= 0, got {self.temperature!r}")
@@ -127,14 +131,22 @@ class RolloutConfig:
             raise CurateError(f"--base-url applies to --backend openai only (got --backend {self.backend})")
         get_reward(self.reward)  # fails here, naming --reward, before any model loads
         self.runner()
+        # Not a field: the recipe records the concrete backend, so `auto` on a machine without llama.cpp keeps
+        # the version ids that `hf` had.
+        self._backend = resolve_backend(self.backend, self.model, self.runner())
+
+    def backend_name(self) -> str:
+        """The backend that runs (``auto`` resolved, see ``curate.generation.resolve_backend``)."""
+        return self._backend
 
     def runner(self) -> Engine:
         """Where generation runs (``curate.engine``)."""
         return self.run
 
     def generator_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"batch_size": self.batch_size, **engine_options(self.backend, self.runner())}
-        if self.backend == "openai":
+        backend = self.backend_name()
+        opts: dict[str, Any] = {"batch_size": self.batch_size, **engine_options(backend, self.runner())}
+        if backend == "openai":
             opts.update(base_url=self.base_url, concurrency=self.concurrency)
         return opts
 
@@ -148,7 +160,7 @@ class RolloutConfig:
 
     def make_generator(self) -> Generator:
         """The generator these settings describe."""
-        return make_generator(self.backend, self.model, **self.generator_options())
+        return make_generator(self.backend_name(), self.model, **self.generator_options())
 
 
 def _check_prompts(version: Version, rows: list[dict[str, Any]], reward: str, wants_answer: bool) -> None:
@@ -246,8 +258,8 @@ def generate_rollouts(
     bs = int(config.batch_size)
     runner = config.runner()
     if injected:
-        check_ray_generator(runner, generator, config.backend, config.model, config.generator_options())
-    spec = generation_task(config.backend, config.model, config.generator_options(), n=n, sampling=sampling)
+        check_ray_generator(runner, generator, config.backend_name(), config.model, config.generator_options())
+    spec = generation_task(config.backend_name(), config.model, config.generator_options(), n=n, sampling=sampling)
     chunks = [pending[start : start + bs] for start in range(0, len(pending), bs)]
     packed = [(chunk, [unique[k] for k in chunk]) for chunk in chunks]
     shard: list[dict[str, Any]] = []
@@ -409,6 +421,7 @@ def rollout(
     name = name or f"{parent.name}-rollouts"
     generator = generator or config.make_generator()
     recipe = {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_ONLY}
+    recipe["backend"] = config.backend_name()
     op = {
         "name": "rollout",
         "config": recipe,

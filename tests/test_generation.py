@@ -146,8 +146,10 @@ def test_hf_tiny_top_p_is_greedy_and_stop_strings_cut(sharp_model):
 
 
 def test_sampling_and_registry_errors():
-    assert set(GENERATORS) == {"hf", "vllm", "openai"}
-    with pytest.raises(CurateError, match=r"--backend 'nope': unknown backend \(available: hf, vllm, openai\)"):
+    assert set(GENERATORS) == {"hf", "vllm", "openai", "llamacpp"}
+    with pytest.raises(
+        CurateError, match=r"--backend .nope.: unknown backend \(available: hf, vllm, openai, llamacpp"
+    ):
         make_generator("nope", "m")
     with pytest.raises(CurateError, match="backend hf does not take option 'base_url'"):
         make_generator("hf", "m", base_url="http://x")

@@ -32,6 +32,7 @@ SMALL = {
         "grpo_steps=1",
         "steps.2.band=0,1",
         "train.prompts_per_step=2",
+        "rollout.backend=hf",  # the pinned ids were made with hf; `auto` picks llamacpp where it is installed
     ],
     "condor.yaml": [
         "limit=2",
@@ -42,6 +43,7 @@ SMALL = {
         "steps=1",
         "synth.tasks=daily_chat",
         "synth.difficulties=easy,medium",
+        "synth.backend=hf",
     ],
     "gsm8k-rl-prep.yaml": [f"source={GSM8K_TEST}", "prompts=3", "n=2", "max_tokens=16", "steps.2.band=0,1"],
 }

@@ -191,7 +191,7 @@ def test_nan_reward_fails_and_writes_nothing(store, prompts, tiny_model_path):
 def test_bad_input_and_config_errors(store, tiny_model_path):
     with pytest.raises(CurateError, match="--n must be an integer >= 1"):
         RolloutConfig(n=0)
-    with pytest.raises(CurateError, match=r"--backend 'tgi': unknown backend \(available: hf, vllm, openai\)"):
+    with pytest.raises(CurateError, match=r"--backend 'tgi': unknown backend \(available: hf, vllm, openai, llamacpp"):
         RolloutConfig(backend="tgi")
     with pytest.raises(CurateError, match="--base-url applies to --backend openai only"):
         RolloutConfig(base_url="http://localhost:8000/v1")

@@ -15,7 +15,8 @@ Paper: Cao, Zhang, Li, Zhang, Liu, Duan, Zhang, Chen. "Condor: Enhance LLM Align
 Synthesis and Refinement", ACL 2025, arXiv 2501.12273 (InternLM/Condor).
 
 Departures from the paper:
-- one model does everything, as in the paper's self-iteration runs; any backend (``hf``, ``openai``, ``vllm``);
+- one model does everything, as in the paper's self-iteration runs; any backend (``hf``, ``llamacpp``, ``openai``,
+  ``vllm``);
 - near-duplicate removal is ours (the paper does not describe de-duplication);
 - a candidate with a malformed or empty critique or rewrite is dropped (the paper does not say; notes §5.2 [ours]);
 - ``--per-tag N`` asks each (tag, task) prompt N times (N sampled replies, up to 3N questions);
@@ -105,8 +106,10 @@ class CondorConfig:
     """Knowledge tree YAML (domain -> topic -> [tags]) or ``builtin`` for curate's seed tree."""
     model: str = "smollm2-135m"
     """The one model that writes, answers, critiques and refines (alias, local dir or hub / served model id)."""
-    backend: str = "hf"
-    """Generation backend: ``hf`` (in-process, CPU-capable), ``openai`` (a served model) or ``vllm``."""
+    backend: str = "auto"
+    """Generation backend: ``auto`` (``llamacpp`` on a CPU when llama-cpp-python is installed and the model is a
+    GGUF file, as the embedded default is; else ``hf``), ``hf`` (in-process, CPU-capable), ``llamacpp``, ``openai``
+    (a served model) or ``vllm``. The version records the backend that ran."""
     base_url: str | None = None
     """Server URL for ``--backend openai``, e.g. ``http://localhost:8000/v1``."""
     tasks: tuple[str, ...] = tuple(P.TASKS)
@@ -144,7 +147,7 @@ class CondorConfig:
     ``--gpus-per-worker``); never part of the version id."""
 
     def __post_init__(self) -> None:
-        from curate.generation import GENERATORS
+        from curate.generation import AUTO, GENERATORS, resolve_backend
 
         self.tasks = _as_tuple(self.tasks)
         self.difficulties = tuple(d.lower() for d in _as_tuple(self.difficulties))
@@ -160,7 +163,7 @@ class CondorConfig:
             raise CurateError(f"--difficulties: unknown difficulty {', '.join(bad)} (available: easy, medium, hard)")
         if len(set(self.difficulties)) != len(self.difficulties):
             raise CurateError("--difficulties: a difficulty is listed twice")
-        if self.backend not in GENERATORS:
+        if self.backend != AUTO and self.backend not in GENERATORS:
             raise CurateError(f"--backend {self.backend!r}: unknown backend (available: {', '.join(GENERATORS)})")
         if self.base_url is not None and self.backend != "openai":
             raise CurateError(f"--base-url is only read by --backend openai (got --backend {self.backend})")
@@ -179,6 +182,12 @@ class CondorConfig:
         if not 0 < self.dedup_threshold <= 1:
             raise CurateError(f"--dedup-threshold must be in (0, 1], got {self.dedup_threshold}")
         self.runner()
+        # Not a field (the recipe drops the backend; the generator identity names the one that ran).
+        self._backend = resolve_backend(self.backend, self.model, self.runner())
+
+    def backend_name(self) -> str:
+        """The backend that runs (``auto`` resolved, see ``curate.generation.resolve_backend``)."""
+        return self._backend
 
     def runner(self) -> Engine:
         """Where the LLM calls run (``curate.engine``)."""
@@ -188,7 +197,7 @@ class CondorConfig:
         from curate.generation import engine_options
 
         opts = {"base_url": self.base_url, "batch_size": self.batch_size}
-        return {**opts, **engine_options(self.backend, self.runner())}
+        return {**opts, **engine_options(self.backend_name(), self.runner())}
 
     def recipe(self) -> dict[str, Any]:
         """The fields that decide the output (the tree by content, the model by identity, elsewhere)."""
@@ -418,9 +427,9 @@ def synth_condor(
     validate_name(name)
 
     seed_tree = load_tree(config.tree)
-    generator = make_generator(config.backend, config.model, **config.generator_options())
+    generator = make_generator(config.backend_name(), config.model, **config.generator_options())
     runner = config.runner()
-    check_ray_generator(runner, generator, config.backend, config.model, config.generator_options())
+    check_ray_generator(runner, generator, config.backend_name(), config.model, config.generator_options())
     identity = generator.identity()
     embedder_id = resolve(config.embedder).identity
     op = {
@@ -435,7 +444,7 @@ def synth_condor(
 
     def compute() -> dict[str, Any]:
         sampling = Sampling(temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed)
-        task = {"backend": config.backend, "model": config.model, "options": config.generator_options()}
+        task = {"backend": config.backend_name(), "model": config.model, "options": config.generator_options()}
         llm = CachedLLM(
             generator, s, sampling, batch_size=config.batch_size, identity=identity, engine=runner, task=task
         )
@@ -519,7 +528,7 @@ def synth_condor(
                 "model_identity": identity,
                 "prompts_hash": P.prompts_hash(),
                 "embedder": embedder_id,
-                "config": dataclasses.asdict(config),
+                "config": {**dataclasses.asdict(config), "backend": config.backend_name()},
             }
         }
         return {"table": table, "decisions": decisions, "stats": stats, "extra": extra, "timings": timings}
