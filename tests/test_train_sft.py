@@ -96,6 +96,63 @@ def test_masked_tokens_contribute_nothing_loss_and_gradients(tiny_model_path):
         assert abs(float(sft_mod.loss_on(model, unmasked, n_target=n_all, pad_id=0)) - float(ref)) > 1e-3
 
 
+def test_loss_never_holds_vocab_sized_logits_beyond_a_chunk(tiny_model_path, monkeypatch):
+    # The cause of SFT's extra memory this guards: fp32 logits, log-softmax and their gradients over every trained
+    # token at once ([targets, vocab] x 4). Every tensor any op creates in the loss, forward and backward, and in
+    # the no-grad eval path, is recorded; none may span more than one chunk of vocab-sized rows.
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    from curate.models import load_causal_lm
+    from curate.scoring import split_head_ok
+    from curate.train import data
+
+    model, _ = load_causal_lm(tiny_model_path, cache=False)
+    assert split_head_ok(model)  # its one-time probe runs the full head on 4 tokens: keep it out of the count
+    vocab = model.get_output_embeddings().weight.shape[0]
+    chunk = 3  # far below the 13 trained tokens, so an unchunked head would show up as 13 rows
+    monkeypatch.setattr(data, "LOSS_CHUNK_BYTES", 4 * vocab * chunk)
+    rows = token_rows()
+    examples = [Example(r["input_ids"], r["labels"], r["weight"]) for r in rows]
+
+    class LargestVocabRows(TorchDispatchMode):
+        rows = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            # Views (the head weight transposed) allocate nothing: only tensors with storage of their own count.
+            inputs = {
+                a.untyped_storage().data_ptr() for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)
+            }
+            for t in out if isinstance(out, tuple | list) else (out,):
+                if (
+                    isinstance(t, torch.Tensor)
+                    and t.ndim >= 2
+                    and t.shape[-1] == vocab
+                    and t.untyped_storage().data_ptr() not in inputs
+                ):
+                    LargestVocabRows.rows = max(LargestVocabRows.rows, t.numel() // vocab)
+            return out
+
+    with LargestVocabRows():
+        loss = sft_mod.loss_on(model, examples, n_target=13, pad_id=0)
+        loss.backward()
+        with torch.no_grad():
+            eval_loss = sft_mod.evaluate(model, examples, batch_size=2, pad_id=0, device="cpu", precision="fp32")
+    assert LargestVocabRows.rows == chunk
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with LargestVocabRows():
+        ref = hand_loss(model, rows)  # the full-logits reference does hold all rows: the probe sees them
+    assert LargestVocabRows.rows == len(rows[1]["input_ids"])
+    ref.backward()
+    assert torch.allclose(loss, ref, atol=1e-5)
+    for a, b in zip(grads, (p.grad for p in model.parameters()), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    with torch.no_grad():
+        assert eval_loss == pytest.approx(float(hand_loss(model, rows, weighted=False)), rel=1e-5)
+
+
 def test_row_weights_scale_the_loss_exactly(tiny_model_path, store, tmp_path):
     rows = token_rows()
     curate.save(rows, name="tok", store=store)

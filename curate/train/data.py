@@ -278,6 +278,86 @@ def target_logprobs(model: Any, batch: dict[str, Any], temperature: float = 1.0)
     return -F.cross_entropy(logits, batch["targets"][select], reduction="none")
 
 
+#: bytes of fp32 logits one chunk of ``target_nll`` holds: 64 MiB is 341 rows of a 49k vocab, where the
+#: unchunked head (logits, log-softmax, their gradients) held four [targets, vocab] fp32 tensors at once
+LOSS_CHUNK_BYTES = 64 * 2**20
+
+
+def target_nll(model: Any, batch: dict[str, Any], *, chunk_rows: int | None = None) -> torch.Tensor:
+    """``sum_t w_t * -log p(target_t)`` over the batch's target tokens (w_t: the row weight), a float32 scalar.
+
+    Same value and gradient as ``-(target_logprobs(model, batch) * token_weights(batch)).sum()`` up to float
+    rounding, without ever holding the [targets, vocab] logits: the LM head runs on ``chunk_rows`` targets at a
+    time (default: ``LOSS_CHUNK_BYTES`` of fp32 logits) and, when a gradient is wanted, each chunk's gradient is
+    taken at once (softmax minus one-hot, in place), so nothing vocab-sized waits for the backward pass. Models
+    whose head is not a plain bias-free linear layer fall back to ``target_logprobs``.
+
+    >>> loss = target_nll(model, collate(examples, pad_id=0)) / n_target  # doctest: +SKIP
+    """
+    import torch
+
+    select = batch["targets"] != IGNORE
+    weights = token_weights(batch)
+    head = model.get_output_embeddings() if split_head_ok(model) else None
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None:
+        return -(target_logprobs(model, batch) * weights).sum()
+    hidden = model.base_model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state[select]
+    targets = batch["targets"][select]
+    rows = chunk_rows or max(1, LOSS_CHUNK_BYTES // (4 * head.weight.shape[0]))
+    if torch.is_grad_enabled() and (hidden.requires_grad or head.weight.requires_grad):
+        return _chunked_nll_function().apply(hidden, head.weight, targets, weights, rows)
+    return _chunked_nll(hidden, head.weight, targets, weights, rows, grads=False)[0]
+
+
+def _chunked_nll(hidden, weight, targets, weights, rows: int, *, grads: bool):
+    """The weighted NLL sum and, with ``grads``, its gradients for ``hidden`` and ``weight``, chunk by chunk."""
+    import torch
+
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if grads else None
+    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if grads else None
+    for start in range(0, hidden.shape[0], rows):
+        h, t, w = hidden[start : start + rows], targets[start : start + rows], weights[start : start + rows]
+        logits = (h @ weight.t()).float()  # under bf16 autocast the matmul runs in bf16, as the Linear would
+        lse = torch.logsumexp(logits, -1)
+        total += ((lse - logits.gather(1, t[:, None]).squeeze(1)) * w).sum()
+        if grads:
+            g = logits.sub_(lse[:, None]).exp_()  # softmax, in place: the chunk is the only vocab-sized buffer
+            g[torch.arange(len(t), device=g.device), t] -= 1
+            g.mul_(w[:, None])
+            grad_hidden[start : start + rows] = (g @ weight).to(hidden.dtype)
+            grad_weight += (g.t() @ h).float()
+    return total, grad_hidden, grad_weight
+
+
+_CHUNKED_NLL = None
+
+
+def _chunked_nll_function():
+    """The autograd Function behind ``target_nll`` (built on first use: torch is imported lazily here)."""
+    global _CHUNKED_NLL
+    if _CHUNKED_NLL is None:
+        import torch
+
+        class ChunkedNLL(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, hidden, weight, targets, weights, rows):
+                total, grad_hidden, grad_weight = _chunked_nll(hidden, weight, targets, weights, rows, grads=True)
+                ctx.save_for_backward(grad_hidden, grad_weight)
+                ctx.weight_dtype = weight.dtype
+                return total
+
+            @staticmethod
+            def backward(ctx, grad_out):
+                grad_hidden, grad_weight = ctx.saved_tensors
+                return grad_hidden * grad_out, (grad_weight * grad_out).to(ctx.weight_dtype), None, None, None
+
+        _CHUNKED_NLL = ChunkedNLL
+    return _CHUNKED_NLL
+
+
 def token_weights(batch: dict[str, Any]) -> torch.Tensor:
     """Each target token's row weight, in the order of ``target_logprobs``."""
     select = batch["targets"] != IGNORE

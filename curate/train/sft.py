@@ -15,7 +15,8 @@ the plain token-mean NLL over the eval version; weights do not enter it.
 Schedule: linear warm-up over ``warmup_ratio`` of the steps, then cosine decay to ``min_lr_ratio x lr``. Gradients
 are clipped to ``clip_grad`` (global norm). On a GPU the forward runs under bf16 autocast with fp32 weights; on a
 CPU everything is fp32. Rows are batched by length so little compute goes to padding, and the LM head only runs
-on trained positions.
+on trained positions, a few hundred at a time (``data.target_nll``): the [tokens, vocab] logits of a whole batch
+are never held, so peak memory is the model, its gradients, AdamW's two moments and the activations.
 
 Not a paper's method; it follows the usual SFT recipe (nanochat ``chat_sft.py``, TRL ``SFTTrainer``). Departures
 from TRL: no packing (length-grouped batches instead); the loss is normalised per optimizer step, never per
@@ -58,8 +59,7 @@ from curate.train.data import (
     run_info,
     save_model,
     seed_everything,
-    target_logprobs,
-    token_weights,
+    target_nll,
     training_data,
 )
 
@@ -212,8 +212,7 @@ def loss_on(
     """
     batch = collate(examples, pad_id, device, multiple=8 if device.startswith("cuda") else 1)
     with autocast(device, precision):
-        logp = target_logprobs(model, batch)
-    return -(logp * token_weights(batch)).sum() / n_target
+        return target_nll(model, batch) / n_target
 
 
 # ============================================================================================== eval
@@ -230,10 +229,10 @@ def evaluate(
     with torch.no_grad():
         for mb in micro_batches(range(len(examples)), lengths, batch_size):
             batch = collate([examples[i] for i in mb], pad_id, device)
+            batch["weights"] = torch.ones_like(batch["weights"])
             with autocast(device, precision):
-                logp = target_logprobs(model, batch)
-            total += float(-logp.sum())
-            count += logp.numel()
+                total += float(target_nll(model, batch))
+            count += int((batch["targets"] != IGNORE).sum())
     model.train(was_training)
     return total / max(count, 1)
 
