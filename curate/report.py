@@ -17,11 +17,18 @@ appear depends on what the version holds:
   which train on no counted tokens); its rows table shows every run, without the per-held-out-row lists;
 
 and always the lineage chain with each op's parameters, and a sample of rows.
+
+Stats and parameters are key / value tables (nested dicts flattened to dotted keys). The decisions plots count the
+unit the selector's stats count: prompts when every rollout of a prompt shares its prompt's decision (a prompt-level
+selector on a rollouts version), rows otherwise, and say which. A histogram with more than half its rows in one bin
+uses a log count scale. A select op on a rollouts version lists the rollout settings of its own options (``n``,
+``max_tokens``, ...) as not used, since the rollouts it read were made by the parent's op, whose row shows them.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -29,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from curate.comparison import LOWER_IS_BETTER, verdict
 from curate.outputs import atomic_write, check_out, sweep_temps
+from curate.rollouts import EXECUTION_ONLY, RolloutConfig
 from curate.store import Store, Version
 
 _CSS = """
@@ -41,7 +50,11 @@ table{border-collapse:collapse;font-size:.85em} td,th{border:1px solid #ddd;padd
 th{background:#f4f4f4} .plots{display:flex;flex-wrap:wrap;gap:12px} .plots figure{margin:0}
 figcaption{font-size:.85em;color:#555} code{background:#f4f4f4;padding:1px 3px}
 td.cell{max-width:420px;white-space:pre-wrap;word-break:break-word}
+table.kv{font-size:1em} table.kv td{border-color:#eee} table.kv td.key{color:#555;white-space:nowrap}
 """
+
+#: a histogram whose fullest bin holds more than this share of its rows is drawn on a log count scale
+LOG_SHARE = 0.5
 
 
 def _png(fig) -> str:
@@ -62,7 +75,24 @@ def _figure(height: float = 3.2):
     return plt.subplots(figsize=(5.2, height))
 
 
-def _hist(title: str, series: dict[str, np.ndarray], xlabel: str, bins: int | np.ndarray = 30) -> str:
+def dominated(values: np.ndarray, bins: int | np.ndarray = 30) -> bool:
+    """Whether one bin holds more than ``LOG_SHARE`` of the finite values (the histogram then uses a log scale).
+
+    >>> dominated(np.array([0.0] * 9 + [1.0])), dominated(np.array([0.0, 0.5, 1.0]))
+    (True, False)
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2 or v.min() == v.max():  # one bar either way: a log axis shows nothing more
+        return False
+    counts, _ = np.histogram(v, bins=bins)
+    return bool(counts.max() > LOG_SHARE * v.size)
+
+
+def _hist(
+    title: str, series: dict[str, np.ndarray], xlabel: str, bins: int | np.ndarray = 30, unit: str = "rows"
+) -> tuple[str, bool]:
+    """(base64 PNG, whether the count axis is logarithmic)."""
     fig, ax = _figure()
     finite = [v[np.isfinite(v)] for v in series.values()]
     allv = np.concatenate(finite) if finite else np.zeros(0)
@@ -71,15 +101,24 @@ def _hist(title: str, series: dict[str, np.ndarray], xlabel: str, bins: int | np
     for label, v in zip(series, finite, strict=True):
         if v.size:
             ax.hist(v, bins=bins, alpha=0.6, label=f"{label} ({v.size})")
-    ax.set_title(title)
+    # one dominant value (most rewards 0, most scores tied) flattens every other bar to nothing on a linear axis
+    log = dominated(allv, bins)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title + (" (log scale)" if log else ""))
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("rows")
+    ax.set_ylabel(unit + (" (log scale)" if log else ""))
     if len(series) > 1:
         ax.legend()
-    return _png(fig)
+    return _png(fig), log
 
 
-def _bars(title: str, counts: dict[str, int], xlabel: str) -> str:
+def _hist_plot(caption: str, *args: Any, **kwargs: Any) -> tuple[str, str]:
+    png, log = _hist(*args, **kwargs)
+    return (caption + (" (log count scale)" if log else ""), png)
+
+
+def _bars(title: str, counts: dict[str, int], xlabel: str, unit: str = "rows") -> str:
     fig, ax = _figure()
     keys = list(counts)
     ax.bar(range(len(keys)), [counts[k] for k in keys], color="#4c72b0")
@@ -88,7 +127,7 @@ def _bars(title: str, counts: dict[str, int], xlabel: str) -> str:
     )
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("rows")
+    ax.set_ylabel(unit)
     return _png(fig)
 
 
@@ -286,14 +325,74 @@ def _counts(values: list[Any]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def reason_counts(reasons: list[str | None]) -> dict[str, int]:
+def reason_counts(reasons: list[str | None], kept: list[bool] | None = None) -> dict[str, int]:
     """Rows per reason kind: a reason that names a row or an item (``duplicate_of:<id>``,
     ``contaminated:<bench>:<item>``) counts under the part before its first ``:``, so one bar stands for each kind.
+    A kept row counts as ``kept`` whatever its reason says; a dropped row with no reason as ``dropped (no reason)``.
 
     >>> reason_counts(["", "duplicate_of:a", "duplicate_of:b", "below_budget"])
     {'below_budget': 1, 'duplicate_of': 2, 'kept': 1}
+    >>> reason_counts(["", "", "x"], kept=[True, False, True])
+    {'dropped (no reason)': 1, 'kept': 2}
     """
-    return _counts([r.split(":", 1)[0] if r else "kept" for r in reasons])
+    if kept is None:
+        kept = [not r for r in reasons]
+    return _counts(
+        [
+            "kept" if k else r.split(":", 1)[0] if r else "dropped (no reason)"
+            for r, k in zip(reasons, kept, strict=True)
+        ]
+    )
+
+
+def decision_unit(decisions: dict[str, list[Any]]) -> str:
+    """``"prompts"`` when the decisions carry a ``prompt_id`` and every row of a prompt shares its prompt's decision
+    (a prompt-level selector on rollouts writes one decision row per rollout), else ``"rows"``: the unit the
+    selector's ``kept`` / ``dropped`` stats count.
+
+    >>> decision_unit({"prompt_id": ["a", "a", "b"], "kept": [True, True, False], "reason": ["", "", "x"]})
+    'prompts'
+    """
+    if "prompt_id" not in decisions:
+        return "rows"
+    seen: dict[Any, tuple[bool, str]] = {}
+    for pid, k, r in zip(decisions["prompt_id"], decisions["kept"], decisions["reason"], strict=True):
+        if seen.setdefault(pid, (k, r)) != (k, r):
+            return "rows"
+    return "prompts" if len(seen) < len(decisions["prompt_id"]) else "rows"
+
+
+def _per_unit(decisions: dict[str, list[Any]], unit: str) -> dict[str, list[Any]]:
+    """The decisions, one row per prompt (its first rollout's row) when ``unit`` is prompts."""
+    if unit != "prompts":
+        return decisions
+    first: dict[Any, int] = {}
+    for i, pid in enumerate(decisions["prompt_id"]):
+        first.setdefault(pid, i)
+    rows = list(first.values())
+    return {k: [v[i] for i in rows] for k, v in decisions.items()}
+
+
+def _first_per_prompt(table) -> np.ndarray:
+    """Row index of each prompt's first row in a long (one row per rollout) table."""
+    first: dict[Any, int] = {}
+    for i, pid in enumerate(table.column("prompt_id").to_pylist()):
+        first.setdefault(pid, i)
+    return np.asarray(list(first.values()), dtype=np.int64)
+
+
+def decisions_by_unit(version: Version) -> tuple[str, dict[str, list[Any]]] | None:
+    """(unit, decisions as columns, one row per unit) of a version with decisions, else None: the rows the decisions
+    plots count (``reason_counts(d["reason"], d["kept"])`` gives the bars).
+
+    >>> unit, d = decisions_by_unit(curate.load("math-curriculum"))   # doctest: +SKIP
+    """
+    decisions = version.decisions()
+    if decisions is None or not decisions.num_rows:
+        return None
+    raw = decisions.to_pydict()
+    unit = decision_unit(raw)
+    return unit, _per_unit(raw, unit)
 
 
 def plots_for(version: Version) -> list[tuple[str, str]]:
@@ -301,20 +400,25 @@ def plots_for(version: Version) -> list[tuple[str, str]]:
     table = version.to_arrow()
     cols = set(table.column_names)
     plots = _comparison_plots(version)
-    decisions = version.decisions()
-    if decisions is not None and decisions.num_rows:
-        d = decisions.to_pydict()
+    decided = decisions_by_unit(version)
+    if decided is not None:
+        unit, d = decided
         score = np.asarray([np.nan if s is None else s for s in d["score"]], dtype=np.float64)
         kept = np.asarray(d["kept"], dtype=bool)
         if np.isfinite(score).any():
             plots.append(
-                (
-                    "Score distribution, kept vs dropped",
-                    _hist("score: kept vs dropped", {"kept": score[kept], "dropped": score[~kept]}, "score"),
+                _hist_plot(
+                    f"Score distribution, kept vs dropped ({unit})",
+                    f"score: kept vs dropped {unit}",
+                    {"kept": score[kept], "dropped": score[~kept]},
+                    "score",
+                    unit=unit,
                 )
             )
-        reasons = reason_counts(d["reason"])
-        plots.append(("Decisions: kept and drop reasons", _bars("decisions", reasons, "reason")))
+        reasons = reason_counts(d["reason"], d["kept"])
+        plots.append(
+            (f"Decisions: kept and drop reasons ({unit})", _bars(f"decisions ({unit})", reasons, "reason", unit))
+        )
     if "fisher_gain" in cols and "fisher_rank" in cols:
         plots.append(
             (
@@ -329,24 +433,45 @@ def plots_for(version: Version) -> list[tuple[str, str]]:
             )
         )
     if "pass_rate" in cols:
-        pr = np.asarray(table.column("pass_rate").to_pylist(), dtype=float)
-        plots.append(("Pass-rate histogram", _hist("pass rate", {"rows": pr}, "pass rate", np.linspace(0, 1, 11))))
+        # a rollouts version repeats each prompt's pass rate on every rollout row: count each prompt once
+        rate_unit = "prompts" if "prompt_id" in cols else "rows"
+        rates = table.column("pass_rate")
+        if rate_unit == "prompts":
+            rates = rates.take(pa.array(_first_per_prompt(table)))
+        pr = np.asarray(rates.to_pylist(), dtype=float)
+        plots.append(
+            _hist_plot(
+                f"Pass-rate histogram ({rate_unit})",
+                "pass rate",
+                {rate_unit: pr},
+                "pass rate",
+                np.linspace(0, 1, 11),
+                unit=rate_unit,
+            )
+        )
     if "stage" in cols:
         plots.append(
             ("Curriculum stages", _bars("rows per stage", _counts(table.column("stage").to_pylist()), "stage"))
         )
     if "reward" in cols:
         r = np.asarray(table.column("reward").to_pylist(), dtype=float)
-        plots.append(("Reward histogram", _hist("reward", {"completions": r}, "reward")))
+        plots.append(_hist_plot("Reward histogram", "reward", {"completions": r}, "reward", unit="completions"))
     if "advantage" in cols:
         a = np.asarray(table.column("advantage").to_pylist(), dtype=float)
-        plots.append(("Advantage over the kept subset", _hist("advantage", {"completions": a}, "advantage")))
+        plots.append(
+            _hist_plot(
+                "Advantage over the kept subset", "advantage", {"completions": a}, "advantage", unit="completions"
+            )
+        )
     if "labels" in cols:
         share = _kept_token_share(table)
         plots.append(
-            (
+            _hist_plot(
                 "Kept-token share per row (token cleaning)",
-                _hist("kept response tokens / response tokens", {"rows": share}, "share", np.linspace(0, 1, 21)),
+                "kept response tokens / response tokens",
+                {"rows": share},
+                "share",
+                np.linspace(0, 1, 21),
             )
         )
     for col in ("task", "difficulty", "level"):
@@ -369,6 +494,60 @@ def _cell(v: Any) -> str:
     return html.escape(text[:600] + ("…" if len(text) > 600 else ""))
 
 
+def flatten(value: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) rows of a nested dict, in its order; an empty dict stays one row.
+
+    >>> flatten({"config": {"n": 4, "max_tokens": 48}, "reasons": {}, "name": "x"})
+    [('config.n', 4), ('config.max_tokens', 48), ('reasons', {}), ('name', 'x')]
+    """
+    out: list[tuple[str, Any]] = []
+    for key, v in value.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(v, dict) and v:
+            out.extend(flatten(v, dotted + "."))
+        else:
+            out.append((dotted, v))
+    return out
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, list | tuple) and all(not isinstance(x, dict | list | tuple) for x in v):
+        return html.escape(", ".join(str(x) for x in v)) if v else "(empty)"
+    if isinstance(v, float):
+        return html.escape(f"{v:.6g}")
+    return _cell(v)
+
+
+def kv_table(value: dict[str, Any]) -> str:
+    """A key / value HTML table of ``value`` with nested dicts flattened to dotted keys."""
+    rows = "".join(
+        f"<tr><td class='key'>{html.escape(k)}</td><td class='cell'>{_value(v)}</td></tr>" for k, v in flatten(value)
+    )
+    return f"<table class='kv'><tr><th>key</th><th>value</th></tr>{rows}</table>"
+
+
+#: a selector's own rollout options (``n``, ``max_tokens``, ...): unused when its input already held rollouts
+_ROLLOUT_OPTIONS = frozenset(f.name for f in dataclasses.fields(RolloutConfig)) - set(EXECUTION_ONLY)
+
+
+def ran_parameters(node: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a lineage node's op (``name`` left out) as they ran: a selection that read a parent's
+    rollouts (stats ``ran_rollouts: false``) recorded its own rollout options at their defaults; those show as not
+    used, naming the parent whose op made the rollouts."""
+    op = {k: v for k, v in (node.get("op") or {}).items() if k != "name"}
+    params = op.get("params")
+    read_rollouts = (node.get("stats") or {}).get("ran_rollouts") is False
+    if read_rollouts and isinstance(params, dict):
+        parent = node["parents"][0]["ref"] if node.get("parents") else "the parent"
+        unused = [k for k in params if k in _ROLLOUT_OPTIONS]
+        op["params"] = {k: v for k, v in params.items() if k not in _ROLLOUT_OPTIONS}
+        if unused:
+            op[f"params.{{{','.join(unused)}}}"] = f"not used: the rollouts came from {parent}, whose row shows them"
+    return op
+
+
 def render(version: Version, *, store: Store | None = None, sample_rows: int = 8) -> str:
     """The report page as one HTML string."""
     from curate.store import lineage
@@ -388,7 +567,17 @@ def render(version: Version, *, store: Store | None = None, sample_rows: int = 8
     parts.append(_comparison_html(version))
     stats = version.manifest.get("stats") or {}
     if stats:
-        parts.append(f"<h2>Stats</h2><pre>{html.escape(json.dumps(stats, indent=1, default=str)[:4000])}</pre>")
+        parts.append("<h2>Stats</h2>")
+        decided = decisions_by_unit(version) if "kept" in stats else None
+        if decided is not None:
+            unit, d = decided
+            rows = version.decisions().num_rows
+            extra = f" ({rows} decision rows, one per rollout)" if unit == "prompts" else ""
+            parts.append(
+                f"<p>kept and dropped count {unit}{extra}, as the decisions plots do: "
+                f"{sum(d['kept'])} kept, {len(d['kept']) - sum(d['kept'])} dropped.</p>"
+            )
+        parts.append(kv_table(stats))
     parts.append("<h2>Plots</h2><div class='plots'>")
     for caption, png in plots_for(version):
         parts.append(
@@ -397,11 +586,10 @@ def render(version: Version, *, store: Store | None = None, sample_rows: int = 8
         )
     parts.append("</div><h2>Lineage</h2><table><tr><th>version</th><th>rows</th><th>op</th><th>parameters</th></tr>")
     for n in chain:
-        op = dict(n["op"])
-        name = op.pop("name", "")
+        name = (n["op"] or {}).get("name", "")
         parts.append(
             f"<tr><td>{html.escape(n['ref'])}</td><td>{n['rows']}</td><td>{html.escape(str(name))}</td>"
-            f"<td class='cell'>{_cell(op)}</td></tr>"
+            f"<td>{kv_table(ran_parameters(n))}</td></tr>"
         )
     parts.append("</table><h2>Rows</h2>")
     compared = _comparison_summary(version) is not None

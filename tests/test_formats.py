@@ -38,7 +38,7 @@ from curate.outputs import atomic_write
 # name: (suffix, folder data suffix, carries_labels, readable, plain_import, whole_folder, options), as main had them
 # in CARRIES_LABELS, _FILE_SUFFIX / _DATA_SUFFIX, IMPORTERS and the exporters' keyword-only parameters.
 GOLDEN = {
-    "trl-sft": (".jsonl", ".jsonl", True, True, False, False, ["style"]),
+    "trl-sft": (".jsonl", ".jsonl", True, True, False, False, ["style", "chat_template"]),
     "trl-grpo": (".jsonl", ".jsonl", False, True, False, False, []),
     "verl": (".parquet", ".parquet", False, True, False, False, ["split", "ability", "reward_style"]),
     "verl-sft": (".parquet", ".parquet", False, True, False, False, []),
@@ -52,7 +52,7 @@ GOLDEN = {
     "openrlhf-dpo": (".jsonl", ".jsonl", False, True, False, False, []),
 }
 DEFAULTS = {
-    "trl-sft": {"style": "messages"},
+    "trl-sft": {"style": "messages", "chat_template": "smollm2"},
     "verl": {"split": "train", "ability": None, "reward_style": "rule"},
     "llamafactory": {"dataset_name": None},
     "llamafactory-dpo": {"dataset_name": None},

@@ -241,6 +241,7 @@ def test_verl_parquet_matches_documented_schema(store, curriculum, tmp_path):
         "fisher_score": pa.float64(),
         "stage": pa.int64(),
         "difficulty_rank": pa.int64(),
+        "answer": pa.string(),  # where verl's gsm8k preprocessing keeps it; curate import reads it back as answer
     }
     rows = _load(result, "verl").to_list()
     assert [r["extra_info"]["id"] for r in rows] == ["q3", "q1", "q0", "q4", "q5", "q2"]  # stage, then rank
@@ -249,6 +250,7 @@ def test_verl_parquet_matches_documented_schema(store, curriculum, tmp_path):
     assert r["reward_model"] == {"style": "rule", "ground_truth": "6"} and r["data_source"] == "toy-math"
     assert r["prompt"] == _rows()[3]["prompt"] and r["ability"] == "general"
     assert r["extra_info"]["dataset_version"] == curriculum.id and r["extra_info"]["split"] == "train"
+    assert r["extra_info"]["answer"] == "6"
     assert "data.shuffle=False" in result.note and "data.train_files=" in result.note
 
 

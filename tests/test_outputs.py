@@ -152,7 +152,8 @@ def test_a_non_empty_folder_needs_overwrite(toy, tmp_path):
     assert snapshot(root) == before
     ok = run(root, "export", "toy", "--format", "trl-sft", "--out", str(out), "--overwrite")
     assert ok.returncode == 0, ok.stderr
-    assert sorted(x.name for x in out.iterdir()) == ["curate.json", "notes.txt", "toy.jsonl"]
+    want = ["curate.json", "notes.txt", "toy.chat_template.jinja", "toy.jsonl"]
+    assert sorted(x.name for x in out.iterdir()) == want
     assert (out / "notes.txt").read_text() == "keep me"
     assert [json.loads(line)["id"] for line in (out / "toy.jsonl").read_text().splitlines()] == [
         "r0",

@@ -20,7 +20,16 @@ from PIL import Image
 
 import curate
 from curate.comparison import Run, summarise, verdict
-from curate.report import plots_for, render, write_report
+from curate.report import (
+    decisions_by_unit,
+    dominated,
+    flatten,
+    kv_table,
+    plots_for,
+    reason_counts,
+    render,
+    write_report,
+)
 from curate.store import Store
 from tests.cli_helpers import run_cli
 
@@ -347,3 +356,116 @@ def test_only_a_version_with_the_compare_columns_and_a_summary_gets_the_comparis
     v = curate.save(rows, name="looks-like-compare", store=store)  # no summary in its stats
     text = render(v, store=store)
     assert "<h2>Comparison</h2>" not in text and plots_for(v) == []
+
+
+# ---------------------------------------------------------------------------------------- one unit, tables, scales
+
+
+def _toy_rollouts(store, rewards: list[list[float]], name: str = "toy-rollouts"):
+    rows = [
+        {
+            "id": f"p{p}-{s}",
+            "prompt_id": f"p{p}",
+            "sample": s,
+            "completion": f"c{s}",
+            "reward": float(r),
+            "prompt": [{"role": "user", "content": f"q{p}"}],
+            "answer": "1",
+        }
+        for p, rs in enumerate(rewards)
+        for s, r in enumerate(rs)
+    ]
+    return curate.save(rows, name=name, store=store)
+
+
+def test_curriculum_stats_and_plots_count_prompts(store):
+    # 5 prompts x 4 rollouts; pass rates 0, .25, .5, .75, 1: p0 too hard, p4 too easy, 3 prompts kept
+    roll = _toy_rollouts(store, [[float(s < p) for s in range(4)] for p in range(5)])
+    v = curate.select(roll.ref, method="difficulty", stages=2, name="cur", store=store)
+    stats = v.manifest["stats"]
+    assert (stats["kept"], stats["dropped"]) == (3, 2)
+    unit, d = decisions_by_unit(v)
+    assert unit == "prompts" and d["prompt_id"] == ["p0", "p1", "p2", "p3", "p4"]
+    assert reason_counts(d["reason"], d["kept"]) == {"kept": 3, "too_easy": 1, "too_hard": 1}
+    captions = [c for c, _ in plots_for(v)]
+    assert captions[:2] == [
+        "Score distribution, kept vs dropped (prompts)",
+        "Decisions: kept and drop reasons (prompts)",
+    ]
+    text = render(v, store=store)
+    assert (
+        "kept and dropped count prompts (20 decision rows, one per rollout), as the decisions plots do: 3 kept, 2"
+        in text
+    )
+    # stats as a key / value table with dotted keys, not JSON
+    assert "<td class='key'>reasons.too_hard</td><td class='cell'>1</td>" in text
+    assert "<td class='key'>stage_sizes</td><td class='cell'>2, 1</td>" in text
+    assert "&quot;kept&quot;" not in text and "<pre>" not in text
+    # a row-level selector on the same rollouts counts rows in both places (zero-variance p0 and p4 drop whole)
+    pods = curate.select(roll.ref, method="variance", keep_per_prompt=2, name="pods", store=store)
+    unit, d = decisions_by_unit(pods)
+    assert unit == "rows" and len(d["kept"]) == 20 and sum(d["kept"]) == pods.manifest["stats"]["kept"] == 6
+    assert "kept and dropped count rows, as the decisions plots do: 6 kept, 14 dropped." in render(pods, store=store)
+
+
+def test_lineage_shows_the_rollout_settings_that_ran(store, tiny_model_path):
+    prompts = curate.save(
+        [{"id": f"q{i}", "prompt": [{"role": "user", "content": f"{i}+1?"}], "answer": str(i + 1)} for i in range(3)],
+        name="qs",
+        store=store,
+    )
+    # n=2, max_tokens=3: not the defaults (8, 256), and enough to tell them apart on the page
+    roll = curate.rollout(prompts.ref, n=2, max_tokens=3, model=tiny_model_path, name="r", store=store)
+    v = curate.select(roll.ref, method="difficulty", band=(0.0, 1.0), name="cur", store=store)
+    text = render(v, store=store)
+    lineage = text[text.index("<h2>Lineage</h2>") : text.index("<h2>Rows</h2>")]
+    assert "<td class='key'>config.n</td><td class='cell'>2</td>" in lineage
+    assert "<td class='key'>config.max_tokens</td><td class='cell'>3</td>" in lineage
+    assert (
+        "<td class='key'>params.{n,model,backend,temperature,max_tokens,reward,base_url,seed}</td>"
+        "<td class='cell'>not used: the rollouts came from r@v1, whose row shows them</td>"
+    ) in lineage
+    assert ">256<" not in lineage and "<td class='key'>params.n</td>" not in lineage
+    assert "<td class='key'>params.band</td><td class='cell'>0.0, 1.0</td>" in lineage
+
+
+def test_histograms_switch_to_a_log_scale_when_one_value_dominates(store):
+    assert dominated(np.array([0.0] * 9 + [1.0])) is True  # 90% in one bin
+    assert dominated(np.array([0.0] * 5 + [1.0] * 5)) is False  # 50%: not more than half
+    assert dominated(np.array([1.0] * 4)) is False  # one bar: nothing for a log axis to show
+    mostly_zero = _toy_rollouts(store, [[0.0, 0.0, 0.0, 0.0]] * 4 + [[0.0, 1.0, 0.3, 0.0]], name="zeros")
+    spread = _toy_rollouts(store, [[0.0, 0.25, 0.5, 0.75]] * 2 + [[1.0, 0.1, 0.6, 0.9]], name="spread")
+    assert "Reward histogram (log count scale)" in [c for c, _ in plots_for(mostly_zero)]
+    assert "Reward histogram" in [c for c, _ in plots_for(spread)]
+
+
+def test_kept_rows_are_labelled_kept(store):
+    from curate.records import to_table
+
+    rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": "q"}]} for i in range(4)]
+    decisions = pa.table(
+        {
+            "id": ["r0", "r1", "r2", "r3", "r4"],
+            "score": [1.0, 1.0, 0.5, 0.0, 0.0],
+            "kept": [True, True, True, False, False],
+            # a kept row whose reason says something, and a dropped row that gives none
+            "reason": ["", None, "note:x", "", "empty_answer"],
+        }
+    )
+    v = store.commit(to_table(rows), name="k", op={"name": "test-kept"}, decisions=decisions)
+    unit, d = decisions_by_unit(v)
+    assert unit == "rows"
+    assert reason_counts(d["reason"], d["kept"]) == {"dropped (no reason)": 1, "empty_answer": 1, "kept": 3}
+    assert reason_counts(["", None, "dup:a"]) == {"dup": 1, "kept": 2}
+
+
+def test_flatten_and_kv_table():
+    assert flatten({"a": {"b": {"c": 1}, "d": []}, "e": {}}) == [("a.b.c", 1), ("a.d", []), ("e", {})]
+    table = kv_table({"config": {"n": 4, "tags": ["x", "y"], "base_url": None}, "ratio": 0.123456789})
+    assert table == (
+        "<table class='kv'><tr><th>key</th><th>value</th></tr>"
+        "<tr><td class='key'>config.n</td><td class='cell'>4</td></tr>"
+        "<tr><td class='key'>config.tags</td><td class='cell'>x, y</td></tr>"
+        "<tr><td class='key'>config.base_url</td><td class='cell'>none</td></tr>"
+        "<tr><td class='key'>ratio</td><td class='cell'>0.123457</td></tr></table>"
+    )

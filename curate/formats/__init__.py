@@ -1,16 +1,19 @@
 """Trainer-format exporters, and the importers that read those formats back into canonical rows.
 
 What it computes. ``export_version`` writes one store version in the layout a trainer reads, plus a small
-``curate.json`` beside the data (ref, version id, format, row count, files), and returns the command or config lines
-that trainer needs. ``read_export`` / ``read_import`` turn such files (ours or anyone's in that layout) back into
-canonical rows (``id``, ``messages`` / ``prompt``, ``answer``, ``data_source`` + extra columns).
+``curate.json`` beside the data (ref, version id, format, row count, files; ``<file>.curate.json`` when ``--out``
+names the data file itself, so no ``curate.json`` lands in the folder that file sits in), and returns the command or
+config lines that trainer needs. ``--out -`` (``out="-"``) writes a jsonl format's data to stdout (the CLI prints
+only the jsonl there, the note to stderr; the Python API returns it as ``ExportResult.text``). ``read_export`` /
+``read_import`` turn such files (ours or anyone's in that layout) back into canonical rows (``id``, ``messages`` /
+``prompt``, ``answer``, ``data_source`` + extra columns).
 
 ======================  ====================================================  =========================================
 format                  files                                                 columns
 ======================  ====================================================  =========================================
-``trl-sft``             ``<name>.jsonl``                                      ``messages`` (or ``prompt`` and
-                                                                              ``completion`` chat lists with
-                                                                              ``style="prompt-completion"``);
+``trl-sft``             ``<name>.jsonl`` (+ ``<name>.chat_template.jinja``,   ``messages`` (or ``prompt`` and
+                        a training chat template for                          ``completion`` chat lists with
+                        ``assistant_only_loss``)                              ``style="prompt-completion"``);
                                                                               pre-tokenised versions: ``input_ids``
                                                                               + ``labels`` as they are
 ``trl-grpo``            ``<name>.jsonl``                                      ``prompt`` + ``solution`` (= ``answer``)
@@ -18,7 +21,8 @@ format                  files                                                 co
 ``verl``                ``<name>.parquet``                                    ``data_source``, ``prompt``, ``ability``,
                                                                               ``reward_model{style, ground_truth}``,
                                                                               ``extra_info{index, split, id,
-                                                                              dataset_version, dataset_ref, scores..}``
+                                                                              dataset_version, dataset_ref, answer,
+                                                                              scores..}``
 ``verl-sft``            ``<name>.parquet``                                    ``messages`` (multi-turn SFT)
 ``openrlhf``            ``<name>.jsonl``                                      ``input``, ``label``, ``datasource``
 ``llamafactory``        ``<name>.jsonl`` + ``dataset_info.json`` entry        ``messages`` (sharegpt formatting with
@@ -45,10 +49,11 @@ The three pairwise formats (``pairwise = True``) take a preference-pairs version
 ``rejected``: ``curate select ROLLOUTS --method pairs``) and nothing else; the other trainer formats refuse a pairs
 version and name them.
 
-A curriculum version (a ``stage`` column, or a ``<method>_rank`` column) is written in that order (stage, then the
-latest rank), and the note says how to turn the trainer's shuffling off. Token-level labels only go to formats that
-can hold them (``carries_labels``: ``trl-sft``, ``hf``, ``parquet``, ``jsonl``); any other format refuses such a
-version.
+A selection is written in its order (``stage``, then the latest ``<method>_rank``). Only a curriculum (a ``stage``
+column, or a selection ordered as one: ``--method difficulty --order ...``) gets the note on turning the trainer's
+shuffling off; any other selection's order is its pick order, free to shuffle. Token-level labels only go to formats
+that can hold them (``carries_labels``: ``trl-sft``, ``hf``, ``parquet``, ``jsonl``); any other format refuses such
+a version.
 
 Outputs: ``--out`` must lie outside the store (``curate.outputs.check_out``). A non-empty ``--out`` folder, or an
 existing ``--out`` file, needs ``--overwrite``, unless it holds this same export (same version, format and options,
@@ -71,6 +76,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +95,7 @@ from curate.formats.base import (
     file_sums,
     meta_for,
     out_location,
+    sidecar,
     with_ids,
     write_json,
 )
@@ -122,6 +129,8 @@ __all__ = [
 
 # The only place a format name maps to a class: the CLI, the Python API and the recipes all read it.
 FORMATS: dict[str, type[Format]] = {}
+#: ``--out -``: the jsonl goes to stdout, the note to stderr
+STDOUT = "-"
 # export_version's own keywords: an option of the same name could never reach the format.
 _RESERVED_OPTIONS = ("version", "format", "out", "overwrite", "drop_labels")
 
@@ -222,6 +231,8 @@ def export_version(
     >>> r = export_version(curate.load("math-curriculum"), format="verl", out="exports/verl")   # doctest: +SKIP
     >>> print(r.note)                                                                           # doctest: +SKIP
     """
+    if str(out) == STDOUT:
+        return _to_stdout(version, format=format, drop_labels=drop_labels, **options)
     fmt = get_format(format)
     opts = make_options(format, options)
     recorded = dict(sorted({**options, **({"drop_labels": True} if drop_labels else {})}.items()))
@@ -244,7 +255,7 @@ def export_version(
                 "(or pass drop_labels=True / --drop-labels to export the text without the token masks)"
             )
         table = table.drop_columns(token_cols)
-    table, curriculum = curriculum_order(table)
+    table, curriculum = curriculum_order(table, version.op)
     ctx = ExportContext(
         version=version,
         out_dir=out_dir,
@@ -267,9 +278,31 @@ def export_version(
         "added": ctx.added,
         "curate": curate_version(),
     }
-    manifest = write_json(out_dir / MANIFEST, meta)
+    manifest = write_json(sidecar(single) if single else out_dir / MANIFEST, meta)
     head = f"Exported {version.ref} (id {version.id}, {table.num_rows} rows) as {format} to {out_dir}"
     return ExportResult(out_dir=out_dir, files=[*files, manifest], note="\n".join([head, *lines]))
+
+
+def _to_stdout(version: Version, *, format: str, drop_labels: bool, **options: Any) -> ExportResult:
+    """An export whose data is one jsonl file, with that file's text in ``text`` (for stdout) and the note naming
+    what else the format writes, which stdout cannot carry."""
+    fmt = get_format(format)
+    if fmt.whole_folder or fmt.suffix != ".jsonl":
+        jsonl = sorted(n for n, c in FORMATS.items() if c.suffix == ".jsonl" and not c.whole_folder)
+        raise CurateError(
+            f"--out -: --format {format} does not write one jsonl file (formats that do: {', '.join(jsonl)})"
+        )
+    with tempfile.TemporaryDirectory(prefix="curate-stdout-") as tmp:
+        data = Path(tmp) / f"{version.name}.jsonl"
+        result = export_version(version, format=format, out=data, drop_labels=drop_labels, **options)
+        text = data.read_text(encoding="utf-8")
+        left = [p.name for p in result.files[1:] if p != sidecar(data)]
+        # the temporary folder is gone when the note is read: name its files as they would sit in the working dir
+        lines = result.note.replace(f"{tmp}/", "").splitlines()
+    head = f"Exported {version.ref} (id {version.id}, {text.count(chr(10))} rows) as {format} jsonl to stdout"
+    if left:
+        lines.append(f"Not written with --out -: {', '.join(left)} (export to a folder to get them).")
+    return ExportResult(out_dir=Path(STDOUT), files=[], note="\n".join([head, *lines[1:]]), text=text)
 
 
 def _read(source: str | Path, format: str, *, data_source: str | None, split: str) -> tuple[pa.Table, list[Path]]:

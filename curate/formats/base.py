@@ -35,6 +35,8 @@ from curate.records import CANONICAL_TYPES, ROLES, row_id
 from curate.store import Version, canonical_json, sha256_file
 
 MANIFEST = "curate.json"
+#: the record of a single-file export sits beside the file as ``<file>.curate.json`` (``sidecar``)
+SIDECAR_SUFFIX = ".curate.json"
 TOKEN_COLUMNS = ("input_ids", "labels")
 # Columns of a long-format rollouts version: one row per sampled completion, so a prompt repeats.
 LONG_FORMAT = ("prompt_id", "sample")
@@ -53,11 +55,13 @@ def holds_pairs(columns: Sequence[str]) -> bool:
 
 @dataclass
 class ExportResult:
-    """What an export wrote: the folder, the files (data first, ``curate.json`` last) and the trainer note."""
+    """What an export wrote: the folder, the files (data first, ``curate.json`` last) and the trainer note; with
+    ``out="-"``, ``text`` holds the jsonl (the CLI prints it to stdout) and ``files`` is empty."""
 
     out_dir: Path
     files: list[Path]
     note: str
+    text: str | None = None
 
     def __str__(self) -> str:
         return self.note
@@ -164,6 +168,11 @@ def write_parquet(path: Path, table: pa.Table) -> Path:
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8), atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def write_json(path: Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n"))
@@ -235,8 +244,16 @@ def rows_of(table: pa.Table, columns: Sequence[str], rename: dict[str, str] | No
     return [{rename.get(k, k): v for k, v in r.items()} for r in sub.to_pylist()]
 
 
-def curriculum_order(table: pa.Table) -> tuple[pa.Table, str | None]:
-    """Rows in curriculum order: ``stage`` ascending, then the latest ``*_rank``; ties keep stored order."""
+def curriculum_order(table: pa.Table, op: dict[str, Any] | None = None) -> tuple[pa.Table, str | None]:
+    """Rows in selection order (``stage`` ascending, then the latest ``*_rank``; ties keep stored order) and the
+    curriculum's label, or None when the order is no curriculum: only a staged version (a ``stage`` column) or one
+    a selector ordered as a curriculum (its recorded ``params`` hold an ``order``, as ``--method difficulty
+    --order easy-to-hard`` does) asks the trainer to keep it. Any other selection's rank is its pick order, which a
+    trainer may shuffle freely.
+
+    >>> curriculum_order(pa.table({"x": [1, 2], "random_rank": [2, 1]}))[1] is None
+    True
+    """
     keys = ["stage"] if "stage" in table.column_names else []
     ranks = [c for c in table.column_names if c.endswith("_rank")]
     if ranks:
@@ -247,7 +264,10 @@ def curriculum_order(table: pa.Table) -> tuple[pa.Table, str | None]:
     indexed = table.append_column(pos, pa.array(range(table.num_rows), pa.int64()))
     # pyarrow puts nulls last by default: rows without a stage or rank go after the curriculum.
     order = pc.sort_indices(indexed, sort_keys=[(k, "ascending") for k in [*keys, pos]])
-    return table.take(order), ", then ".join(keys)
+    params = (op or {}).get("params")
+    ordered = isinstance(params, dict) and isinstance(params.get("order"), str)
+    label = ", then ".join(keys) + (f" ({params['order']})" if ordered and "stage" not in keys else "")
+    return table.take(order), label if "stage" in keys or ordered else None
 
 
 def shuffle_line(curriculum: str | None, how: str) -> list[str]:
@@ -347,23 +367,35 @@ def check_overwrite(
 
 
 # ---------------------------------------------------------------------------------------------- reading back
+def sidecar(path: Path) -> Path:
+    """The ``curate.json`` of an export written to the single file ``path``: ``<file>.curate.json`` beside it, so a
+    ``--out data.jsonl`` leaves no ``curate.json`` in the folder it lands in.
+
+    >>> sidecar(Path("runs/data.jsonl")).as_posix()
+    'runs/data.jsonl.curate.json'
+    """
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
 def meta_for(path: Path) -> dict[str, Any]:
-    """The ``curate.json`` beside ``path`` when it describes ``path`` (a folder, or a file it lists); else {}."""
-    folder = path if path.is_dir() else path.parent
-    p = folder / MANIFEST
-    if not p.exists():
-        return {}
-    try:
-        meta = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    if not isinstance(meta, dict):
-        return {}
-    # A curate.json written for another file in the same folder says nothing about this one.
-    files = meta.get("files")
-    if path.is_file() and (not isinstance(files, list) or path.name not in files):
-        return {}
-    return meta
+    """The export record of ``path``: a file's ``<file>.curate.json``, else the ``curate.json`` beside it (a
+    folder's own, or one that lists the file); {} when none describes ``path``."""
+    candidates = [sidecar(path), path.parent / MANIFEST] if path.is_file() else [path / MANIFEST]
+    for p in candidates:
+        if not p.exists():
+            continue
+        try:
+            meta = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        # A curate.json written for another file in the same folder says nothing about this one.
+        files = meta.get("files")
+        if path.is_file() and (not isinstance(files, list) or path.name not in files):
+            continue
+        return meta
+    return {}
 
 
 def data_files(path: Path, suffixes: tuple[str, ...], fmt: str) -> list[Path]:
@@ -379,7 +411,10 @@ def data_files(path: Path, suffixes: tuple[str, ...], fmt: str) -> list[Path]:
         files = sorted(
             p
             for p in path.iterdir()
-            if p.is_file() and p.name.endswith(suffixes) and p.name not in (MANIFEST, "dataset_info.json")
+            if p.is_file()
+            and p.name.endswith(suffixes)
+            and p.name not in (MANIFEST, "dataset_info.json")
+            and not p.name.endswith(SIDECAR_SUFFIX)
         )
     if not files:
         raise InputError(f"{path}: no {' / '.join(suffixes)} data file for --format {fmt}")

@@ -1,14 +1,17 @@
 """TRL: ``trl-sft`` (SFTTrainer), ``trl-grpo`` (GRPOTrainer) and ``trl-dpo`` (DPOTrainer) jsonl files, read back.
 
-``trl-sft`` writes ``<name>.jsonl`` with a conversational ``messages`` column (or ``prompt`` and ``completion`` chat
-lists with ``style="prompt-completion"``); a pre-tokenised version goes out as ``input_ids`` + ``labels`` as they
-are, which SFTTrainer uses without tokenising again (-100 = no loss). ``trl-grpo`` writes prompt-only rows: the
-``prompt`` chat list, ``solution`` (the version's ``answer``, which ``trl.rewards.accuracy_reward`` reads) and the
-other columns, which GRPOTrainer hands to reward functions as keyword arguments. ``trl-dpo`` writes conversational
-preference rows with an explicit prompt: ``prompt`` (the prompt's turns), ``chosen`` and ``rejected`` (the assistant
-turns), plus ``margin``, the rewards and the prompt's columns; DPOTrainer and RewardTrainer read the same rows
-(RewardTrainer also reads ``margin``: its loss is -log sigmoid(r_chosen - r_rejected - margin) when the column is
-there; DPOTrainer ignores it).
+``trl-sft`` writes ``<name>.jsonl`` with a conversational ``messages`` column and ``<name>.chat_template.jinja``, a
+training chat template (``curate.formats.templates``: SmolLM2's by default, ``chat_template=chatml|none``) that the
+printed ``SFTConfig(assistant_only_loss=True, chat_template_path=...)`` loads, since TRL cannot add
+``{% generation %}`` markers to SmolLM2's template itself (or ``prompt`` and ``completion`` chat lists with
+``style="prompt-completion"``, which needs no template); a pre-tokenised version goes out as ``input_ids`` +
+``labels`` as they are, which SFTTrainer uses without tokenising again (-100 = no loss). ``trl-grpo`` writes
+prompt-only rows: the ``prompt`` chat list, ``solution`` (the version's ``answer``, which
+``trl.rewards.accuracy_reward`` reads) and the other columns, which GRPOTrainer hands to reward functions as keyword
+arguments. ``trl-dpo`` writes conversational preference rows with an explicit prompt: ``prompt`` (the prompt's
+turns), ``chosen`` and ``rejected`` (the assistant turns), plus ``margin``, the rewards and the prompt's columns;
+DPOTrainer and RewardTrainer read the same rows (RewardTrainer also reads ``margin``: its loss is -log
+sigmoid(r_chosen - r_rejected - margin) when the column is there; DPOTrainer ignores it).
 
 Field names follow TRL's ``docs/source/dataset_formats.md`` (conversational, prompt-completion, prompt-only and
 preference layouts), ``DPOTrainer._prepare_dataset`` (it tokenises ``prompt`` with the generation prompt and
@@ -49,7 +52,9 @@ from curate.formats.base import (
     shuffle_line,
     tokenizer_of,
     write_jsonl,
+    write_text,
 )
+from curate.formats.templates import TRAINING_TEMPLATES
 from curate.records import prompt_of
 
 # Keyword names TRL's GRPOTrainer passes to reward functions itself; a dataset column of that name would clash.
@@ -65,16 +70,29 @@ _TRL_REWARD_RESERVED = (
 _TRL_MAX_LENGTH = 1024
 
 
+#: ``chat_template`` value that writes no template (the model's own must carry {% generation %} markers, or TRL
+#: must know how to patch it)
+NO_TEMPLATE = "none"
+
+
 @dataclass
 class TrlSftOptions:
     """Export options of ``--format trl-sft``."""
 
     style: str = "messages"
     """messages (one conversational column) or prompt-completion (loss on the completion only)."""
+    chat_template: str = "smollm2"
+    """With style messages: the training chat template written beside the data for assistant_only_loss: smollm2
+    (SmolLM2's, curate's default model), chatml (plain ChatML), or none (the model's own template)."""
 
     def __post_init__(self) -> None:
         if self.style not in ("messages", "prompt-completion"):
             raise CurateError(f"--format trl-sft: style must be 'messages' or 'prompt-completion', got {self.style!r}")
+        names = [*TRAINING_TEMPLATES, NO_TEMPLATE]
+        if self.chat_template not in names:
+            raise CurateError(
+                f"--format trl-sft: chat_template must be one of {', '.join(names)}, got {self.chat_template!r}"
+            )
 
 
 class TrlSft(Format):
@@ -92,6 +110,7 @@ class TrlSft(Format):
         drop = {"prompt", "completion"}
         tokenised = "input_ids" in table.column_names
         lines: list[str] = []
+        extra_files: list[Path] = []
         if tokenised:
             cols = ["id", *TOKEN_COLUMNS, "messages", *extras(table, ("answer", "data_source", "weight"))]
             rows = rows_of(table, [c for c in dict.fromkeys(cols) if c not in drop])
@@ -110,11 +129,24 @@ class TrlSft(Format):
             require(table, ctx, "messages", "the conversation; or pass style='prompt-completion'")
             cols = ["id", "messages", *extras(table, ("answer", "data_source", "weight"))]
             rows = rows_of(table, [c for c in dict.fromkeys(cols) if c not in drop])
-            lines.append(
-                "TRL SFT, conversational `messages`. assistant_only_loss=True trains on assistant turns only but "
-                "needs a chat template with {% generation %} markers; otherwise use style='prompt-completion'."
-            )
             config = "assistant_only_loss=True"
+            if opts.chat_template == NO_TEMPLATE:
+                lines.append(
+                    "TRL SFT, conversational `messages`. assistant_only_loss=True trains on assistant turns only and "
+                    "needs a chat template with {% generation %} markers: the model's own, or one TRL patches "
+                    "(trl.chat_template_utils); otherwise use style='prompt-completion'."
+                )
+            else:
+                template = ctx.out_dir / f"{ctx.stem}.chat_template.jinja"
+                write_text(template, TRAINING_TEMPLATES[opts.chat_template])
+                extra_files.append(template)
+                config += f', chat_template_path="{template}"'
+                lines.append(
+                    f"TRL SFT, conversational `messages`, trained on assistant turns only. {template.name} is the "
+                    f"{opts.chat_template} chat template with {{% generation %}} markers around each assistant turn "
+                    "(it renders the same text), which assistant_only_loss=True needs and TRL cannot add to it. "
+                    "For a model with another template pass chat_template='none', or style='prompt-completion'."
+                )
         else:
             require(table, ctx, "messages", "the conversation to split into prompt and completion")
             rows = []
@@ -147,7 +179,7 @@ class TrlSft(Format):
             ctx.curriculum,
             'Keep it with SFTConfig(shuffle_dataset=False, train_sampling_strategy="sequential") as above.',
         )
-        return [path], lines
+        return [path, *extra_files], lines
 
     def read(self, path: Path, src: str, split: str) -> tuple[list[dict[str, Any]], list[Path]]:
         files = data_files(path, (".jsonl", ".json", ".parquet"), self.name)
