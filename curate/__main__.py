@@ -1,3 +1,5 @@
+"""``python -m curate``: the same command line as the ``curate`` command."""
+
 from curate.cli import main
 
 main()

@@ -7,6 +7,10 @@ An op's options derive from its target (``curate.options``): a selector's ``__in
 ``synth condor`` and ``export --format F`` lists theirs, with each field's docstring. Modules named in
 ``$CURATE_PLUGINS`` (comma-separated, dotted) are imported first, so the operations, selectors and formats they
 register get commands too.
+
+Conventions: every command that makes or shows something takes ``--json`` (one object on stdout, with the new ref
+and id for a maker); ``-q`` silences progress; usage errors are one line and exit 2; Ctrl-C is one line and exit
+130; ``--version``; ``curate --install-completion`` sets up shell completion.
 """
 
 from __future__ import annotations
@@ -32,18 +36,34 @@ EXTRA = {**HELP, "allow_extra_args": True, "ignore_unknown_options": True}
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from curate._version import __version__
+
+        print(f"curate {__version__}")
+        raise typer.Exit()
+
+
 def _main(
     store: str | None = typer.Option(None, "--store", envvar="CURATE_STORE", help="Store root (default ./.curate)."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress output (results still print). Env: CURATE_QUIET=1."
+    ),
     trust_remote_code: bool = typer.Option(
         False,
         "--trust-remote-code",
         help="Let model folders run the Python code they ship (auto_map); off by "
         "default. Env: CURATE_TRUST_REMOTE_CODE=1.",
     ),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
 ):
+    from curate.progress import set_quiet
     from curate.store import set_store
 
     set_store(store)
+    set_quiet(True if quiet else None)  # not given: CURATE_QUIET decides
     if trust_remote_code:  # unset leaves CURATE_TRUST_REMOTE_CODE in charge
         from curate.models import set_trust_remote_code
 
@@ -137,9 +157,7 @@ def build_app() -> typer.Typer:
     """The CLI of what ``OPS`` holds now: the store views, then one command (or group) per operation."""
     from curate.ops import OPS
 
-    cli = typer.Typer(
-        add_completion=False, no_args_is_help=True, help="Curate post-training data for LLMs.", context_settings=HELP
-    )
+    cli = typer.Typer(no_args_is_help=True, help="Curate post-training data for LLMs.", context_settings=HELP)
     cli.callback()(_main)
     for name, fn in views.COMMANDS.items():
         cli.command(name)(fn)
@@ -159,6 +177,24 @@ def _error_line(message: str) -> None:
     # One line whatever the message holds: no markup (messages quote brackets), no wrapping, no newlines.
     line = " ".join(str(message).splitlines()) or "(no message)"
     err.print(Text.assemble(("error:", "red"), " ", line), highlight=False, soft_wrap=True)
+
+
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+def _interrupted_line() -> None:
+    """One line after Ctrl-C: how far the work got, and that re-running the same command resumes it."""
+    from curate.progress import take_interrupted
+
+    task = take_interrupted()
+    where = f"{task.description} stopped at {task.progress_text()}; " if task is not None else ""
+    err.print(
+        f"interrupted: {where}finished work is cached, so re-run the same command to resume (cached rows are "
+        "reused; a trainer resumes from its last checkpoint with --resume)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
@@ -184,7 +220,8 @@ def load_plugins() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: a ``CurateError`` or a command-line usage error becomes one line on stderr and exit
-    code 2; ``--help`` / ``-h`` exit 0. Anything else is a bug and keeps its traceback."""
+    code 2; ``--help`` / ``-h`` / ``--version`` exit 0; Ctrl-C says how far the work got and exits 130. Anything
+    else is a bug and keeps its traceback."""
     try:
         load_plugins()
         rc = build_app()(args=argv, prog_name="curate", standalone_mode=False)
@@ -202,7 +239,9 @@ def main(argv: list[str] | None = None) -> None:
         _error_line(e.format_message() + hint)
         sys.exit(2 if hasattr(e, "ctx") else getattr(e, "exit_code", 1) or 1)
     except (typer.Abort, KeyboardInterrupt):
-        sys.exit(130)
+        rc = INTERRUPTED
+    if rc == INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into this exit code
+        _interrupted_line()
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
