@@ -44,6 +44,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -323,9 +324,11 @@ def compare(
                     params = {**_budget(get_selector(method), config, pool), **params}
                 # a selector that reads a model (token-clean: the base it scores and fine-tunes a reference
                 # from) reads the compared one unless told otherwise
-                names = {p.name for p in options.params_of(get_selector(method))}
+                cls = get_selector(method)
+                defaults = {p.name: p.default for p in options.params_of(cls)}
                 for key in ("model", "base"):
-                    if key in names:
+                    gate = cls.only_with.get(key)  # an option the selector reads only in some configurations
+                    if key in defaults and (gate is None or gate[1](SimpleNamespace(**{**defaults, **params}))):
                         params.setdefault(key, config.model)
                 label = arm.replace(":", "-")
                 suffix = f"-s{seed}" if "seed" in params else ""

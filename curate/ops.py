@@ -17,6 +17,7 @@ Adding an operation is one file that defines its function and calls ``register(O
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -86,6 +87,10 @@ class Op:
     done: Callable[[Store, list[Any], Any, dict[str, Any]], str | None] | None = None
     #: what a recipe step adds to its parameters (e.g. an export step owns its folder: it may overwrite it)
     recipe: Callable[[dict[str, Any], str | None, dict[str, Any]], dict[str, Any]] | None = None
+    #: the version a step would make, without running it (``curate run --dry-run``): ``(name, parent ids, op)``
+    #: from the store, the positional input, the input version's ``(name, id)`` (None unless the input is a
+    #: version), the keys and the options; None where only running the step can tell (it reads the source)
+    plan: Callable[..., tuple[str, list[str], dict[str, Any]] | None] | None = None
 
 
 OPS: dict[str, Op] = {}
@@ -186,7 +191,7 @@ def import_data(
     """
     from curate.formats import get_format, read_import
     from curate.io import read_source
-    from curate.records import normalise, parse_mapping
+    from curate.records import normalise_stream, parse_mapping
 
     s = get_store(store)
     validate_name(name)
@@ -208,11 +213,14 @@ def import_data(
     }
 
     def compute() -> dict[str, Any]:
-        table, layout = normalise(src.rows, source=source, mapping=m, data_source=data_source or name, lines=src.lines)
+        # Every row is read and checked here; a large file comes back as chunks the store writes as they come.
+        tables, layout, rows = normalise_stream(
+            src.chunks, source=source, mapping=m, data_source=name, set_data_source=data_source
+        )
         read_s = round(time.perf_counter() - t0, 4)
         return {
-            "table": table,
-            "stats": {"layout": layout, "rows": table.num_rows},
+            "table": tables,
+            "stats": {"layout": layout, "rows": rows},
             "timings": {"read_normalise_s": read_s},
         }
 
@@ -297,14 +305,73 @@ def _services() -> dict[str, Any]:
     return {"train_sft": sft}
 
 
-def select(ref: str | Version, *, method: str, name: str | None = None, store: Store | str | None = None, **params):
+@dataclass(frozen=True)
+class SelectOptions:
+    """Options of ``select`` whatever the method: what is accepted, never what is computed, so they stay out of
+    the recipe and the version id."""
+
+    allow_empty: bool = False
+    """Accept a selection that keeps no row of a non-empty input (a budget of 0, a fraction of a few rows)."""
+
+
+def select(
+    ref: str | Version,
+    *,
+    method: str,
+    name: str | None = None,
+    store: Store | str | None = None,
+    allow_empty: bool = True,
+    **params,
+):
     """Run a selector (``curate.selectors.SELECTORS``) on ``ref`` and commit the kept rows with their decisions.
+
+    ``allow_empty=False`` (what ``curate select`` and recipe steps do unless told ``--allow-empty``) makes a
+    selection that keeps no row of a non-empty input an error; in Python an empty result is a version like any other.
 
     >>> v = curate.select("sample-sft", method="random", budget=50, name="sft-rand")   # doctest: +SKIP
     """
     from curate.selectors import run_selector
 
-    return run_selector(ref, method=method, name=name, store=store, services=_services(), **params)
+    v = run_selector(ref, method=method, name=name, store=store, services=_services(), **params)
+    if len(v) == 0 and not allow_empty and (rows := len(get_store(store).load(ref))):
+        reasons = v.manifest.get("stats", {}).get("reasons", {})
+        why = ", ".join(f"{k}: {n}" for k, n in reasons.items()) or "no reason recorded"
+        raise CurateError(
+            f"--method {method} kept 0 of {rows} rows ({why}); raise the budget, or pass "
+            f"--allow-empty to accept an empty selection (it is {v.ref})"
+        )
+    return v
+
+
+def _select_step(ref: str | Version, *, allow_empty: bool = False, **kwargs: Any) -> Version:
+    """``select`` as ``curate select`` and a recipe step run it: keeping no row is an error unless allowed."""
+    return select(ref, allow_empty=allow_empty, **kwargs)
+
+
+def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    return {p.name: p.default for p in options.params_of(fn) if p.default is not inspect.Parameter.empty}
+
+
+def _plan_sample(store: Store, which: str, parent: Any, keys: dict[str, Any], params: dict[str, Any]):
+    p = {**_defaults(sample), **params}
+    return keys.get("name") or which, [], {"name": "sample", "sample": which, "n": p["n"], "seed": p["seed"]}
+
+
+def _plan_select(store: Store, ref: str, parent: tuple[str, str] | None, keys: dict[str, Any], params: dict[str, Any]):
+    from curate.selectors import make_selector
+
+    if parent is None:
+        return None
+    method = keys["method"]
+    params = {k: v for k, v in params.items() if k not in {p.name for p in options.params_of(SelectOptions)}}
+    selector = make_selector(method, **params)
+    op = {"name": "select", "method": method, "params": selector.get_params()}  # as run_selector makes it
+    try:
+        op.update(selector.identity())  # resolves the models: one that is not there yet is fetched by the run
+        extra = [store.load(p).id for p in selector.extra_parents()]
+    except CurateError:
+        return None
+    return keys.get("name") or f"{parent[0]}-{method}", [parent[1], *extra], op
 
 
 def _config(cls: type, config: Any, params: dict[str, Any], what: str) -> Any:
@@ -474,17 +541,19 @@ register(
         keys=(Key("name", str | None, help="Dataset name (default: the sample's name)."),),
         target=lambda entry: sample,
         summary=_version_line,
+        plan=_plan_sample,
     )
 )
 register(
     Op(
         "select",
-        select,
+        _select_step,
         "Score and select rows: curate select REF --method NAME --name OUT [--budget K | --fraction F | ...].",
         keys=(_NAME,),
         variant=_SELECT,
-        target=lambda cls: cls,
+        target=lambda cls: (cls, SelectOptions),
         summary=_select_line,
+        plan=_plan_select,
     )
 )
 register(
@@ -526,17 +595,31 @@ register(
         ),
     )
 )
+
+
+def _export_summary(result: Any, params: dict[str, Any]) -> str:
+    # --out -: stdout carries the jsonl alone, so the trainer note goes to stderr
+    if result.text is not None:
+        import sys
+
+        print(result.note, file=sys.stderr)
+        return result.text.removesuffix("\n")
+    return f"wrote {result.out_dir}\n{result.note}"
+
+
 register(
     Op(
         "export",
         export,
         "Export a version for a trainer, with the lines that trainer needs; or as plain jsonl / parquet.",
-        keys=(Key("out", str, help="Output directory (or a .jsonl / .parquet file).", required=True),),
+        keys=(
+            Key("out", str, help="Output directory, a .jsonl / .parquet file, or - (jsonl on stdout).", required=True),
+        ),
         variant=_FORMAT,
         target=lambda fmt: (ExportOptions, fmt.options),
         recipe=_export_in_recipe,
         makes_version=False,
-        summary=lambda result, params: f"wrote {result.out_dir}\n{result.note}",
+        summary=_export_summary,
         as_json=lambda result: {"out": str(result.out_dir), "files": [str(f) for f in result.files]},
         output=lambda result: str(result.out_dir),
     )
@@ -621,6 +704,7 @@ __all__ = [
     "OPS",
     "Key",
     "Op",
+    "SelectOptions",
     "StepResult",
     "Variant",
     "as_table",

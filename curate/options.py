@@ -14,7 +14,9 @@ from __future__ import annotations
 import ast
 import collections.abc
 import dataclasses
+import difflib
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -89,6 +91,57 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+_ARGS_HEAD = re.compile(r"(Args|Arguments|Parameters):")
+_ARG_LINE = re.compile(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)")
+
+
+def _args_section(doc: str | None) -> dict[str, str]:
+    """``name: what it does`` entries of a docstring's ``Args:`` section, continuation lines joined."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    docs: dict[str, str] = {}
+    i = 0
+    while i < len(lines):
+        head = lines[i]
+        i += 1
+        if not _ARGS_HEAD.fullmatch(head.strip()):
+            continue
+        base = len(head) - len(head.lstrip())
+        entry_indent, name = None, None
+        while i < len(lines):
+            line = lines[i]
+            indent = len(line) - len(line.lstrip())
+            if line.strip() and indent <= base:
+                break  # the section ends where the text comes back to the header's indentation
+            i += 1
+            if not line.strip():
+                continue
+            entry_indent = indent if entry_indent is None else entry_indent
+            m = _ARG_LINE.fullmatch(line.strip()) if indent == entry_indent else None
+            if m:
+                name = m.group(1)
+                docs[name] = m.group(2).strip()
+            elif name is not None:
+                docs[name] = f"{docs[name]} {line.strip()}".strip()
+    return docs
+
+
+def arg_docs(target: Any) -> dict[str, str]:
+    """What each option of a class or function does, from the ``Args:`` section of its docstring.
+
+    A class's own docstring, then its ``__init__``'s, then those of its bases: a base class documents the options
+    its subclasses share once (``Selector``: ``budget``, ``fraction``, ...), and a subclass's entry wins.
+
+    >>> arg_docs(RandomSelector)["seed"]                                                   # doctest: +SKIP
+    'Seed of the uniform draws: the same seed keeps the same rows.'
+    """
+    sources = [c for k in target.__mro__ for c in (k, k.__dict__.get("__init__"))] if inspect.isclass(target) else []
+    docs: dict[str, str] = {}
+    for src in sources or [target]:
+        for k, v in _args_section(getattr(src, "__doc__", None)).items():
+            docs.setdefault(k, v)
+    return docs
+
+
 def params_of(target: Any) -> list[Param]:
     """The options of ``target`` in declaration order (``None``: a step that takes none; a tuple: each one's)."""
     if target is None:
@@ -111,9 +164,9 @@ def params_of(target: Any) -> list[Param]:
             out.append(Param(f.name, hints.get(f.name, Any), default, docs.get(f.name, "")))
         return out
     fn = target.__init__ if inspect.isclass(target) else target
-    hints = _hints(fn)
+    hints, docs = _hints(fn), arg_docs(target)
     return [
-        Param(n, hints.get(n, Any), p.default)
+        Param(n, hints.get(n, Any), p.default, docs.get(n, ""))
         for n, p in inspect.signature(target).parameters.items()
         if n not in NOT_OPTIONS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
     ]
@@ -200,7 +253,8 @@ def parse_flags(
             field = field[3:]
         if field not in params:
             known = ", ".join(p.flag for p in params.values())
-            raise CurateError(f"{what}: unknown option --{key} (options: {known or 'none'})")
+            hint = did_you_mean(f"--{key}", [p.flag for p in params.values()])
+            raise CurateError(f"{what}: unknown option --{key} (options: {known or 'none'}){hint}")
         p = params[field]
         if negate:
             kwargs[field] = False
@@ -271,7 +325,8 @@ def check_params(params: dict[str, Any], target: Any, where: str) -> dict[str, A
     known = {p.name: p for p in params_of(target)}
     if unknown := sorted(set(params) - set(known)):
         accepted = ", ".join(sorted(known)) or "none"
-        raise CurateError(f"{where}: unknown parameter(s) {', '.join(unknown)} (accepted: {accepted})")
+        hint = did_you_mean(unknown[0], known)
+        raise CurateError(f"{where}: unknown parameter(s) {', '.join(unknown)} (accepted: {accepted}){hint}")
     out = {}
     for k, v in params.items():
         ann = known[k].annotation
@@ -282,6 +337,12 @@ def check_params(params: dict[str, Any], target: Any, where: str) -> dict[str, A
         check_type(k, v, ann, where)
         out[k] = v
     return out
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """``"; did you mean 'budget'?"`` when one of ``choices`` is close to ``word`` (a typo), else ``""``."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def check_type(key: str, value: Any, ann: Any, where: str) -> None:

@@ -9,14 +9,14 @@ A local store (the default) stages each version under ``tmp/`` and publishes it 
 ``refs.json`` (version numbers and tags) is changed under a file lock.
 
     .curate/datasets/<name>/refs.json
-    .curate/datasets/<name>/<version-id>/manifest.json   data-00000.parquet ...   decisions.parquet
+    .curate/datasets/<name>/<version-id>/manifest.json   data-00000.parquet ...   __decisions__/decisions.parquet
     .curate/cache/<kind>/<key>/...
     .curate/tmp/
 
 A store on object storage (root ``s3://bucket/prefix``, ``gs://...``, ``memory://...``) has no rename and no
 lock, so it is built from create-once objects instead:
 
-    <root>/datasets/<name>/<version-id>/data-00000-<attempt>.parquet ...  decisions-<attempt>.parquet
+    <root>/datasets/<name>/<version-id>/data-00000-<attempt>.parquet ...  __decisions__/decisions-<attempt>.parquet
     <root>/datasets/<name>/<version-id>/manifest.json       written last, create-if-absent
     <root>/datasets/<name>/refs/v000001.json                 {"number": 1, "id": ...}, create-if-absent
     <root>/datasets/<name>/tags/<tag>.json                   {"tag": ..., "id": ...}, last writer wins
@@ -65,7 +65,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,10 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 # A file a manifest lists is a plain name inside its version folder: no '/', and a first character that makes
 # '.' and '..' impossible.
 _FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+#: where a version's decisions live: a folder ``datasets.load_dataset(<version folder>)`` skips (it ignores folders
+#: named ``__*``), so a version folder loads as its rows alone; versions made before it hold decisions.parquet on top
+AUX_DIR = "__decisions__"
+_AUX_FILE_RE = re.compile(rf"(?:{AUX_DIR}/)?[A-Za-z0-9][A-Za-z0-9._-]{{0,254}}")
 # Each lost race means another writer landed a version, so this bounds how many commits can overtake one writer.
 _MAX_CLAIMS = 1000
 #: a cache shard is named by the sha256 of its bytes (``curate.cache``)
@@ -162,7 +166,7 @@ class RemotePath:
     """A key in an fsspec filesystem with the few ``pathlib.Path`` methods the store uses.
 
     A store on object storage hands these out where a local store hands out ``Path``, so code that reads a
-    version (``v.path / "manifest.json"``, ``v.data_files()[0].read_bytes()``) works on both. ``str()`` is the
+    version (``v.path / "manifest.json"``, ``v.data_files[0].read_bytes()``) works on both. ``str()`` is the
     full URL. There is deliberately no ``__fspath__``: ``open()`` on a remote key must fail, not read a local file.
 
     Example:
@@ -291,7 +295,7 @@ def _is_count(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
-def _check_files(path: StorePath, files: Any, key: str) -> None:
+def _check_files(path: StorePath, files: Any, key: str, pattern: re.Pattern[str] = _FILE_RE) -> None:
     if not isinstance(files, list):
         raise IntegrityError(f"{path}: damaged, {key!r} is not a list")
     for i, f in enumerate(files):
@@ -299,7 +303,7 @@ def _check_files(path: StorePath, files: Any, key: str) -> None:
         if not isinstance(f, dict):
             raise IntegrityError(f"{path}: damaged, {where} is not an object")
         name = f.get("path")
-        if not isinstance(name, str) or not _FILE_RE.fullmatch(name):
+        if not isinstance(name, str) or not pattern.fullmatch(name):
             raise IntegrityError(f"{path}: {where}.path {name!r} is not a plain file name inside the version folder")
         if not _is_count(f.get("rows")):
             raise IntegrityError(f"{path}: damaged, {where}.rows {f.get('rows')!r} is not a row count")
@@ -331,7 +335,7 @@ def parse_manifest(path: StorePath, data: bytes, name: str, vid: str) -> dict[st
     ):
         raise IntegrityError(f"{path}: damaged, 'parents' is not a list of {{name, id}} with hex ids")
     _check_files(path, m.get("files"), "files")
-    _check_files(path, m.get("aux_files", []), "aux_files")
+    _check_files(path, m.get("aux_files", []), "aux_files", _AUX_FILE_RE)
     schema = m.get("schema", [])
     if not isinstance(schema, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in schema):
         raise IntegrityError(f"{path}: damaged, 'schema' is not a list of columns")
@@ -451,7 +455,9 @@ class Version:
     def __repr__(self) -> str:
         return f"Version({self.ref}, id={self.id}, rows={len(self)})"
 
+    @property
     def data_files(self) -> list[StorePath]:
+        """The version's Parquet data files, in row order (its decisions are not among them)."""
         return [self.path / f["path"] for f in self.manifest["files"]]
 
     def to_arrow(self, columns: Sequence[str] | None = None) -> pa.Table:
@@ -463,9 +469,17 @@ class Version:
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def to_polars(self, columns: Sequence[str] | None = None):
+        """The version's rows as a ``polars.DataFrame``."""
         import polars as pl
 
         return pl.from_arrow(self.to_arrow(columns))
+
+    def to_pandas(self, columns: Sequence[str] | None = None):
+        """The version's rows as a ``pandas.DataFrame`` (nested columns hold lists of dicts).
+
+        >>> curate.load("sft-fisher").to_pandas().head()   # doctest: +SKIP
+        """
+        return self.to_arrow(columns).to_pandas()
 
     def to_hf(self):
         """The version as a ``datasets.Dataset`` (in memory, no copy of the store)."""
@@ -477,16 +491,80 @@ class Version:
         return self.to_arrow().to_pylist()
 
     def decisions(self) -> pa.Table | None:
+        """One row per parent row (id, score, kept, reason) for a selection; None for other versions."""
         # A remote commit names the file per attempt; the manifest says which one belongs to this version.
         aux = [f for f in self.manifest.get("aux_files", []) if f.get("kind") == "decisions"]
         if aux:
             return _read_version_file(self.path / aux[0]["path"], aux[0]["rows"], None)
-        p = self.path / "decisions.parquet"
-        return _read_version_file(p, None, None) if p.exists() else None
+        # Versions made before aux_files was recorded: the file on top of the version folder, or in AUX_DIR.
+        for p in (self.path / "decisions.parquet", self.path / AUX_DIR / "decisions.parquet"):
+            if p.exists():
+                return _read_version_file(p, None, None)
+        return None
 
     @property
     def columns(self) -> list[str]:
         return [f["name"] for f in self.manifest.get("schema", [])]
+
+
+def _refuse_repeated_columns(schema: pa.Schema, name: str) -> None:
+    names = schema.names
+    if twice := sorted({c for c in names if names.count(c) > 1}):
+        # Parquet writes such a table and then cannot read it back: refuse it before anything is written.
+        raise CurateError(f"{name}: the table has column(s) {', '.join(twice)} more than once; nothing was saved")
+
+
+def _peeked(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """The same stream, its first table already read (so a stream that fails at once leaves nothing staged)."""
+    it = iter(tables)
+    first = next(it, None)
+    return it if first is None else _chain_first(first, it)
+
+
+def _chain_first(first: pa.Table, rest: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    yield first
+    yield from rest
+
+
+def _write_stream(
+    tables: Iterable[pa.Table],
+    manifest: dict[str, Any],
+    open_sink: Callable[[int], Any],
+    close_sink: Callable[[int, Any, int], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Write a stream of tables of one schema as data files of at most ``ROWS_PER_FILE`` rows, each table a row
+    group as it arrives; fills in the manifest's ``rows`` and ``schema``. Returns the files' entries."""
+    files: list[dict[str, Any]] = []
+    writer, sink, in_file, total, schema = None, None, 0, 0, None
+    for t in tables:
+        if schema is None:
+            schema = t.schema
+            _refuse_repeated_columns(schema, manifest["name"])
+        elif not t.schema.equals(schema):
+            raise CurateError(f"{manifest['name']}: a streamed table changed its schema; nothing was saved")
+        start = 0
+        while start < t.num_rows:
+            if writer is None:
+                sink = open_sink(len(files))
+                writer = pq.ParquetWriter(sink, schema, compression="zstd")
+            part = t.slice(start, ROWS_PER_FILE - in_file)
+            writer.write_table(part)
+            start, in_file, total = start + part.num_rows, in_file + part.num_rows, total + part.num_rows
+            if in_file == ROWS_PER_FILE:
+                writer.close()
+                files.append(close_sink(len(files), sink, in_file))
+                writer, in_file = None, 0
+    if schema is None:
+        raise CurateError(f"{manifest['name']}: the stream held no table; nothing was saved")
+    if writer is None and not files:  # no rows at all: one empty file, as a table of none is written
+        sink = open_sink(0)
+        writer = pq.ParquetWriter(sink, schema, compression="zstd")
+    if writer is not None:
+        writer.close()
+        files.append(close_sink(len(files), sink, in_file))
+    manifest["rows"] = total
+    manifest["schema"] = [{"name": f.name, "type": str(f.type)} for f in schema]
+    return files
 
 
 def _open_root(root: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
@@ -725,7 +803,7 @@ class Store:
 
     def commit(
         self,
-        table: pa.Table,
+        table: pa.Table | Iterable[pa.Table],
         *,
         name: str,
         parents: Sequence[Version] = (),
@@ -739,6 +817,8 @@ class Store:
 
         Locally the data, decisions and manifest are staged in ``tmp/`` and published with one rename; on object
         storage the manifest is the last object written. Either way a killed process leaves no version behind.
+        ``table`` may also be an iterable of tables of one schema (an import read in chunks): each is written as a
+        row group as it comes, so the version never has to fit in memory, and nothing is staged before the first.
         """
         validate_name(name)
         parent_ids = [p.id for p in parents]
@@ -748,10 +828,9 @@ class Store:
             self._register(name, vid, v.manifest_sha256)
             return v
 
-        names = table.column_names
-        if twice := sorted({c for c in names if names.count(c) > 1}):
-            # Parquet writes such a table and then cannot read it back: refuse it before anything is written.
-            raise CurateError(f"{name}: the table has column(s) {', '.join(twice)} more than once; nothing was saved")
+        streamed = not isinstance(table, pa.Table)
+        if not streamed:
+            _refuse_repeated_columns(table.schema, name)
         t0 = time.perf_counter()
         manifest: dict[str, Any] = {
             "id": vid,
@@ -759,8 +838,9 @@ class Store:
             "created": _now(),
             "parents": [{"name": p.name, "id": p.id} for p in parents],
             "op": op,
-            "rows": table.num_rows,
-            "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+            # A stream's rows and schema are known once it is written: _write_stream fills them in.
+            "rows": None if streamed else table.num_rows,
+            "schema": None if streamed else [{"name": f.name, "type": str(f.type)} for f in table.schema],
             "stats": stats or {},
             "env": environment(),
             # The curate version that entered the id: with parents and op, verify re-derives the id from it.
@@ -795,17 +875,30 @@ class Store:
 
     def _publish_local(self, table, decisions, manifest, name, vid, *, extra, timings, t0) -> None:
         stage = self.root / "tmp" / f"{name}-{vid}-{uuid.uuid4().hex[:8]}"
+        if not isinstance(table, pa.Table):
+            # A stream may still fail while it is read (a bad line): stage nothing before its first table.
+            table = _peeked(table)
         stage.mkdir(parents=True)
         try:
             files = []
-            for i, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
-                part = table.slice(start, ROWS_PER_FILE)
-                fname = f"data-{i:05d}.parquet"
-                pq.write_table(part, stage / fname, compression="zstd")
-                files.append({"path": fname, "rows": part.num_rows})
+            if not isinstance(table, pa.Table):
+                files = _write_stream(
+                    table,
+                    manifest,
+                    lambda i: str(stage / f"data-{i:05d}.parquet"),
+                    lambda i, sink, rows: {"path": f"data-{i:05d}.parquet", "rows": rows},
+                )
+            else:
+                for i, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
+                    part = table.slice(start, ROWS_PER_FILE)
+                    fname = f"data-{i:05d}.parquet"
+                    pq.write_table(part, stage / fname, compression="zstd")
+                    files.append({"path": fname, "rows": part.num_rows})
             if decisions is not None:
-                pq.write_table(decisions, stage / "decisions.parquet", compression="zstd")
-                files.append({"path": "decisions.parquet", "rows": decisions.num_rows, "kind": "decisions"})
+                aux = f"{AUX_DIR}/decisions.parquet"
+                (stage / AUX_DIR).mkdir()
+                pq.write_table(decisions, stage / aux, compression="zstd")
+                files.append({"path": aux, "rows": decisions.num_rows, "kind": "decisions"})
             for f in files:
                 p = stage / f["path"]
                 f["sha256"] = sha256_file(p)
@@ -830,19 +923,30 @@ class Store:
         attempt = uuid.uuid4().hex[:8]
         written: list[RemotePath] = []
 
-        def put(fname: str, part: pa.Table, **kind: str) -> dict[str, Any]:
-            data = parquet_bytes(part)
+        def put(fname: str, part: pa.Table | bytes, **kind: Any) -> dict[str, Any]:
+            data = part if isinstance(part, bytes) else parquet_bytes(part)
             written.append(vdir / fname)  # before the PUT, so a half-finished upload is cleaned up too
             (vdir / fname).write_bytes(data)
             digest = hashlib.sha256(data).hexdigest()
-            return {"path": fname, "rows": part.num_rows, **kind, "sha256": digest, "bytes": len(data)}
+            rows = part.num_rows if isinstance(part, pa.Table) else kind.pop("rows")
+            return {"path": fname, "rows": rows, **kind, "sha256": digest, "bytes": len(data)}
 
         try:
             files = []
-            for i, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
-                files.append(put(f"data-{i:05d}-{attempt}.parquet", table.slice(start, ROWS_PER_FILE)))
+            if not isinstance(table, pa.Table):
+                files = _write_stream(
+                    table,
+                    manifest,
+                    lambda i: pa.BufferOutputStream(),
+                    lambda i, sink, rows: put(
+                        f"data-{i:05d}-{attempt}.parquet", sink.getvalue().to_pybytes(), rows=rows
+                    ),
+                )
+            else:
+                for i, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
+                    files.append(put(f"data-{i:05d}-{attempt}.parquet", table.slice(start, ROWS_PER_FILE)))
             if decisions is not None:
-                files.append(put(f"decisions-{attempt}.parquet", decisions, kind="decisions"))
+                files.append(put(f"{AUX_DIR}/decisions-{attempt}.parquet", decisions, kind="decisions"))
             text = self._finish_manifest(manifest, files, extra, timings, t0)
             try:
                 (vdir / "manifest.json").write_text(text, exclusive=True)
@@ -1120,7 +1224,12 @@ class Store:
                     continue
                 else:
                     listed |= {f["path"] for f in m["files"] + m.get("aux_files", [])}
-                found += [p for p in sorted(vdir.iterdir()) if p.name not in listed and not _is_link(p)]
+                aux = vdir / AUX_DIR
+                found += [p for p in sorted(vdir.iterdir()) if p.name not in {*listed, AUX_DIR} and not _is_link(p)]
+                if aux.is_dir() and not _is_link(aux):
+                    found += [
+                        p for p in sorted(aux.iterdir()) if f"{AUX_DIR}/{p.name}" not in listed and not _is_link(p)
+                    ]
         found += self._cache_files(".shard-*.tmp") + self._cache_files(".settings.*.tmp")
         old = [p for p in found if self._age_s(p) >= min_age_s]
         old += [p for p in self._cache_files("shard-*.parquet") if check_shard(p, parse=False)[1] is not None]

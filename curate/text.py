@@ -401,7 +401,7 @@ def iter_batches(version, columns: Sequence[str], batch_rows: int = 8192) -> Ite
     """``columns`` of a store version, ``batch_rows`` rows at a time: at most one file's batch in memory."""
     from curate.store import read_parquet
 
-    for f in version.data_files():
+    for f in version.data_files:
         if isinstance(f, Path):
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=list(columns))
         else:  # object storage: one GET per file (files hold a bounded number of rows)

@@ -214,7 +214,10 @@ def test_rl_and_train_commands(tmp_path, tiny_model_path):
         (("rollout",), ["--n ", "--reward", "--engine", "--gpus-per-worker"]),
         (("train", "sft"), ["--grad-accum", "--max-steps", "Peak learning rate (AdamW)."]),
         (("train", "grpo"), ["--prompts-per-step", "--reward"]),
-        (("select", "--method", "variance"), ["Options (from VarianceSelector)", "--no-drop-zero-variance"]),
+        (
+            ("select", "--method", "variance"),
+            ["Options (from VarianceSelector, SelectOptions)", "--no-drop-zero-variance", "--allow-empty"],
+        ),
         (("select", "--method", "fisher"), ["--budget-tokens", "--gpus-per-worker"]),
         (("select",), ["Give --method NAME before --help", "token-clean"]),
     ],

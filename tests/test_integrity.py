@@ -368,7 +368,7 @@ def test_unparseable_data_file_is_one_line_naming_it(tmp_path):
     store = Store(root)
     curate.save(_rows(10), name="toy", store=store)
     picked = curate.select("toy", method="random", budget=3, name="picked", store=store)
-    data = picked.data_files()[0]
+    data = picked.data_files[0]
     data.write_bytes(b"not parquet at all")
     p = cli(root, "show", "picked")
     assert p.returncode == 2

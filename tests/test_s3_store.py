@@ -142,7 +142,7 @@ def test_verify_reports_a_corrupted_and_a_missing_object(s3store):
     v = curate.save(_rows(50), name="toy", store=s3store)
     d = curate.select("toy", method="random", budget=5, name="t5", store=s3store)
     assert s3store.verify() == []
-    f = v.data_files()[0]
+    f = v.data_files[0]
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0x01
     f.write_bytes(bytes(data))
@@ -255,7 +255,7 @@ def test_writer_killed_before_its_manifest_leaves_no_version(url, s3):
     deadline = time.monotonic() + 45
     orphans: list[RemotePath] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        orphans = [p for p in toy.glob("*/decisions-*.parquet") if p.parent.name != v1.id]
+        orphans = [p for p in toy.glob("*/__decisions__/decisions-*.parquet") if p.parent.parent.name != v1.id]
         if orphans:
             break
         time.sleep(0.1)
@@ -265,7 +265,7 @@ def test_writer_killed_before_its_manifest_leaves_no_version(url, s3):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    vid = orphans[0].parent.name
+    vid = orphans[0].parent.parent.name
     fresh = Store(url)
     assert [v.id for v in fresh.versions("toy")] == [v1.id] and fresh.load("toy").id == v1.id
     assert not fresh.has_version("toy", vid) and fresh.verify() == []
@@ -317,7 +317,7 @@ def test_other_fsspec_roots(tmp_path):
     local = Store(f"file://{tmp_path}/st")
     assert not local.remote and local.root == tmp_path / "st"
     lv = curate.save(_rows(1), name="toy", store=local)
-    assert lv.path == tmp_path / "st" / "datasets" / "toy" / lv.id and lv.data_files()[0].is_file()
+    assert lv.path == tmp_path / "st" / "datasets" / "toy" / lv.id and lv.data_files[0].is_file()
 
 
 def test_gc_on_a_local_store(store):

@@ -83,7 +83,7 @@ def test_lineage_across_two_generations(store):
 def test_verify_catches_a_flipped_byte(store):
     v = curate.save(_rows(50), name="toy", store=store)
     assert store.verify() == []
-    f = v.data_files()[0]
+    f = v.data_files[0]
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0x01
     f.write_bytes(bytes(data))

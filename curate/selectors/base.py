@@ -5,7 +5,8 @@ hyperparameters unchanged; ``fit(version)`` sets ``scores_`` (one float per pare
 ``select()`` turns scores into kept rows with a stable tie-break (higher score first, then lower row index).
 Every budget form (``budget`` rows, ``fraction`` of rows, ``budget_tokens``) shares the one scorer.
 
-A new method is one file with one subclass that implements ``fit``; register it in ``SELECTORS``.
+A new method is one file with one subclass that implements ``fit``; register it in ``SELECTORS``. Its options are
+described in an ``Args:`` section of its class docstring (see ``Selector``): the CLI help shows those lines.
 
 A selector that needs a service it does not own (token cleaning fine-tunes a reference model with a trainer) names
 it in ``uses``; whoever runs the selector hands it over with ``bind`` (``curate select`` passes
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -99,7 +101,25 @@ EXECUTION_PARAMS = (*ENGINE_PARAMS, "batch_tokens")
 
 
 class Selector(ABC):
-    """Base class; subclasses set ``name`` and implement ``fit``."""
+    """Base class; subclasses set ``name`` and implement ``fit``.
+
+    Every option (an ``__init__`` parameter) is described in an ``Args:`` section of the selector's class
+    docstring: one ``name: what it does`` line per option, a continuation indented under it. ``curate --help`` and
+    ``curate methods`` show these lines (``curate.options.arg_docs``). Options many selectors share are described
+    once below; a selector's own entry for the same name replaces the shared one.
+
+    Args:
+        budget: Keep this many rows, highest score first.
+        fraction: Keep this fraction of the rows (0 to 1), highest score first.
+        budget_tokens: Keep rows, highest score first, while their response tokens fit this total.
+        seed: Random seed (ties, projections, sampling): the same seed keeps the same rows.
+        model: Model alias or path that scores the rows (see `curate models`).
+        batch_tokens: Tokens per scoring batch (memory and speed only; not part of the version id).
+        engine: Where per-row scoring runs: local (this process) or ray; not part of the version id.
+        ray_address: Ray cluster address for --engine ray (none: start or join a local Ray).
+        num_workers: Ray workers, each loading the model once (--engine ray).
+        gpus_per_worker: GPUs per Ray worker (--engine ray).
+    """
 
     name: ClassVar[str]
     #: columns the input version must have
@@ -109,6 +129,10 @@ class Selector(ABC):
     #: options added after versions were made without them: left out of ``get_params`` while at their default, so
     #: those versions keep their ids
     added_params: ClassVar[tuple[str, ...]] = ()
+    #: options read only in some configurations: option -> (what uses it, in words; a test on the selector). Given
+    #: away from its default where the test fails, it would enter the recipe id and the lineage and change nothing,
+    #: so it is refused (``--method random --model M`` without ``--budget-tokens``)
+    only_with: ClassVar[dict[str, tuple[str, Callable[[Any], bool]]]] = {}
 
     scores_: np.ndarray
     version_: Version
@@ -124,8 +148,13 @@ class Selector(ABC):
         return self.name.replace("-", "_")
 
     def get_params(self) -> dict[str, Any]:
-        """The hyperparameters given to ``__init__``, for the recipe hash and the lineage."""
+        """The hyperparameters given to ``__init__``, for the recipe hash and the lineage; an option this
+        configuration does not read (``only_with``) is refused here, before anything runs."""
         sig = inspect.signature(type(self).__init__)
+        for k, (users, used) in self.only_with.items():
+            if k in sig.parameters and getattr(self, k, None) != sig.parameters[k].default and not used(self):
+                flag = "--" + k.replace("_", "-")
+                raise CurateError(f"--method {self.name}: {flag} is only read with {users}; leave it out")
         return {
             k: getattr(self, k)
             for k, p in sig.parameters.items()

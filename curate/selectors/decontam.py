@@ -238,6 +238,16 @@ class _HashIndex:
 
 
 class DecontamSelector(FilterSelector):
+    """Drop every row that overlaps an item of a benchmark (shared word n-gram, or a long common run of words).
+
+    Args:
+        against: Benchmarks, comma-separated: a built-in name (gsm8k), a data file or a store ref.
+        ngram: Words of the shared run that makes a row contaminated.
+        fields: Text compared with the benchmark items: prompt and/or response.
+        lcs_threshold: Also drop rows whose longest common run (numbers masked) covers this share of an item.
+        report: Print the leaked items after the summary (they are in the stats either way).
+    """
+
     name = "decontam"
 
     def __init__(

@@ -210,6 +210,19 @@ def _bucket_pairs(band: np.ndarray, live: np.ndarray) -> np.ndarray:
 
 
 class DedupSelector(FilterSelector):
+    """Keep one row of every group of duplicates; each dropped row names its survivor.
+
+    Args:
+        level: exact (normal-form text), near (MinHash LSH on word shingles) or semantic (sentence embeddings).
+        threshold: Similarity at which rows are duplicates: Jaccard for near (0.8), cosine for semantic (0.9).
+        keep: Which row of a group survives: first, longest or score:COLUMN (highest value first).
+        fields: Text compared: prompt and/or response.
+        shingle: Words per shingle for --level near.
+        num_perm: MinHash permutations for --level near.
+        model: Sentence embedder for --level semantic (alias or folder); read only there.
+        batch_tokens: Approximate tokens per encoder batch for --level semantic (default 8192).
+    """
+
     name = "dedup"
 
     def __init__(

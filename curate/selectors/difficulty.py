@@ -105,6 +105,23 @@ def stage_labels(n_rows: int, stages: int) -> np.ndarray:
 class DifficultySelector(Selector):
     """Keep prompts of intermediate pass rate and write them as a curriculum (SPEED-RL / Bae et al. / LILO).
 
+    Args:
+        n: Rollouts per prompt, when the input is a prompts version (the selector runs them).
+        model: Policy that runs the rollouts for a prompts version.
+        backend: Generation backend of those rollouts (as curate rollout --backend).
+        temperature: Sampling temperature of those rollouts.
+        max_tokens: Most new tokens per rollout.
+        reward: Reward function that scores those rollouts (as curate rollout --reward).
+        base_url: Server URL for an OpenAI-compatible backend.
+        prior: Beta(a, b) prior on the pass rate, as a,b: p is then the posterior mean.
+        band: Keep prompts with lo <= p <= hi, as lo,hi; none keeps 0 < p < 1 on the raw pass rate.
+        score: Ranking for a budget: pass-rate (easiest first) or learnability (p (1 - p), nearest 0.5 first).
+        order: Curriculum order of the kept prompts: easy-to-hard, hard-to-easy or learnability.
+        stages: Cut the ordered prompts into this many equal stages (a stage column 1..K).
+        budget: Keep this many prompts after the band, in --score order.
+        fraction: Keep this fraction of the input prompts after the band, in --score order.
+        seed: Seed of the rollouts the selector runs itself.
+
     >>> curate.select("math-rollouts", method="difficulty", band=(0.2, 0.8), name="cur")  # doctest: +SKIP
     """
 

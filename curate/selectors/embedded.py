@@ -28,7 +28,15 @@ EMPTY_REASON = "no_trained_tokens"
 
 class EmbeddingSelector(Selector):
     """A selector over unit-length row embeddings; subclasses store ``embedding``, ``model``, ``pooling``, ``dim``,
-    ``max_tokens_per_example``, ``seed`` and ``batch_tokens`` plus the engine options."""
+    ``max_tokens_per_example``, ``seed`` and ``batch_tokens`` plus the engine options.
+
+    Args:
+        embedding: Row vectors from features (pooled LM features of --model) or embedder (a sentence embedder).
+        model: LM (--embedding features) or sentence embedder (--embedding embedder); none: the default one.
+        pooling: How a row's hidden states become one vector: mean or weighted (by position).
+        dim: Random projection of the features to this many dimensions (memory); none keeps them all.
+        max_tokens_per_example: Cap on the trained tokens per row that enter the features (memory); none: all.
+    """
 
     embedding: str
     model: str | None

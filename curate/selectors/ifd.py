@@ -118,6 +118,15 @@ def _real(x: Any) -> bool:
 
 
 class IFDSelector(Selector):
+    """Keep the rows of highest IFD = L(answer | question) / L(answer) below --max-ifd.
+
+    Args:
+        max_ifd: Drop rows with IFD at or above this (the question does not help); none keeps them.
+        min_ifd: Also drop rows with IFD below this floor.
+        ratio: Ratio of the mean losses (loss) or of the perplexities (ppl).
+        model: LM whose token losses give the IFD.
+    """
+
     name = "ifd"
     requires = ("messages",)
 

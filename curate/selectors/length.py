@@ -23,6 +23,13 @@ from curate.store import Version
 
 
 class LengthSelector(Selector):
+    """Keep the rows with the most trained tokens (or the fewest, ``shortest``).
+
+    Args:
+        shortest: Keep the shortest rows first instead of the longest.
+        model: Tokenizer and chat template that count the trained tokens.
+    """
+
     name = "length"
     requires = ("messages",)
 

@@ -85,6 +85,10 @@ PAIR_COLUMNS = (
 class PairsSelector(Selector):
     """Chosen/rejected pairs per prompt: best vs worst (``max-min``) or every pair at least ``margin`` apart.
 
+    Args:
+        mode: max-min (one pair per prompt: best against worst) or all (every pair at least --margin apart).
+        margin: Smallest reward gap between chosen and rejected.
+
     >>> curate.select("math-rollouts", method="pairs", mode="all", margin=0.5, name="math-pairs")  # doctest: +SKIP
     """
 

@@ -96,6 +96,13 @@ def answer_token_losses(
 
 
 class PerplexitySelector(Selector):
+    """Keep the rows whose answers the model finds most likely (lowest mean NLL), or least with ``highest``.
+
+    Args:
+        highest: Keep the highest-perplexity rows first instead of the lowest.
+        model: LM whose token losses score the answers.
+    """
+
     name = "perplexity"
     requires = ("messages",)
 

@@ -17,7 +17,15 @@ from curate.store import Version
 
 
 class RandomSelector(Selector):
+    """Keep a uniform random subset within the budget.
+
+    Args:
+        seed: Seed of the uniform draws: the same seed keeps the same rows.
+        model: Tokenizer that counts response tokens; read only with --budget-tokens.
+    """
+
     name = "random"
+    only_with = {"model": ("--budget-tokens", lambda s: s.budget_tokens is not None)}
 
     def __init__(
         self,
@@ -32,7 +40,7 @@ class RandomSelector(Selector):
         self.fraction = fraction
         self.budget_tokens = budget_tokens
         self.seed = seed
-        self.model = model  # only read to count tokens for --budget-tokens
+        self.model = model
 
     def fit(self, version: Version) -> Self:
         check_budget(self.budget, self.fraction, self.budget_tokens, required=True)

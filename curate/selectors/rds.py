@@ -125,6 +125,11 @@ def by_max(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class RDSSelector(EmbeddingSelector):
     """RDS+ (round-robin over query items of cosine similarity on weighted-mean-pooled hidden states).
 
+    Args:
+        query: Store ref of the query set (a messages column) the kept rows should resemble.
+        aggregate: round-robin (each query item takes its nearest row in turn) or max (best similarity to any).
+        pooling: How a row's hidden states become one vector: weighted (by position, RDS+) or mean.
+
     >>> v = curate.select("pool", method="rds", query="gsm8k-dev", budget=1000, name="pool-rds")   # doctest: +SKIP
     """
 

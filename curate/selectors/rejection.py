@@ -144,6 +144,10 @@ def _stale_ranks(columns: list[str]) -> list[str]:
 class RejectionSelector(Selector):
     """Best-of-n: each prompt's top-k completions by reward (ties: shorter, then sample order) as SFT rows.
 
+    Args:
+        k: Completions kept per prompt, best reward first; none keeps every eligible one.
+        min_reward: Only completions with at least this reward are eligible (a prompt may keep none).
+
     >>> curate.select("math-rollouts", method="rejection", k=1, min_reward=1.0, name="math-bon")  # doctest: +SKIP
     """
 

@@ -211,6 +211,23 @@ def _rows_key(rows: Sequence[dict]) -> str:
 class TokenCleanSelector(Selector):
     """Token Cleaning (global top-``keep`` of loss_base - loss_ref over response tokens); keeps every row.
 
+    Args:
+        keep: Share of response tokens kept as labels, highest score first.
+        budget_tokens: Keep this many response tokens instead of a share (global scope, fixed mode).
+        scope: Rank tokens over the whole dataset (global, the paper) or within each row (sample).
+        random: Keep a seeded uniform --keep share instead of the top scores (the paper's baseline).
+        seed: Seed of --random.
+        base: Base model whose token losses the reference's are compared with.
+        reference: A fine-tuned reference model to score with (alias or folder).
+        reference_from: A warm-up version to fine-tune --base on as the reference instead.
+        mode: fixed (one reference) or self-evolving (--rounds parts, each scored by the model of the last).
+        rounds: Rounds of self-evolving mode (the pool is split into rounds + 1 parts).
+        ref_epochs: Epochs of the reference fine-tune.
+        ref_steps: Steps of the reference fine-tune (none: from --ref-epochs).
+        ref_lr: Learning rate of the reference fine-tune.
+        ref_batch_size: Batch size of the reference fine-tune.
+        store_scores: Also store every token's score (a token_scores column).
+
     >>> v = curate.select("pool", method="token-clean", reference_from="warmup", name="pool-clean")  # doctest: +SKIP
     """
 

@@ -131,6 +131,17 @@ class VarianceSelector(Selector):
     """Drop zero-variance prompt groups (DAPO), keep the max-variance ``keep_per_prompt`` rollouts (PODS), and with
     ``top_p`` / ``top_k`` only the groups of highest reward std (RAGEN-2).
 
+    Args:
+        keep_per_prompt: Keep the m rollouts per prompt whose rewards vary most (PODS); none keeps every one.
+        drop_zero_variance: Drop prompt groups whose rollouts all agree (DAPO); they give GRPO no advantage.
+        metric: What must agree for a group to be flat: acc (correctness, reward > 0.5) or score (the reward).
+        min_std: Also drop groups whose std of the metric is at most this (with --metric score).
+        tolerance: Std at or below which rewards count as equal (float noise).
+        ddof: Degrees of freedom of the std behind advantages and the ranking: 1 (sample) or 0 (population).
+        top_p: Keep the highest-std groups whose summed std reaches this share of the total (RAGEN-2).
+        top_k: Keep only this many groups, highest std first.
+        seed: Accepted for a uniform interface; the method is deterministic.
+
     >>> curate.select("math-rollouts", method="variance", keep_per_prompt=4, name="math-pods")  # doctest: +SKIP
     """
 
