@@ -330,16 +330,14 @@ def select(
 
     >>> v = curate.select("sample-sft", method="random", budget=50, name="sft-rand")   # doctest: +SKIP
     """
-    from curate.selectors import run_selector
+    from curate.selectors import empty_selection, run_selector
 
-    v = run_selector(ref, method=method, name=name, store=store, services=_services(), **params)
+    v = run_selector(
+        ref, method=method, name=name, store=store, services=_services(), allow_empty=allow_empty, **params
+    )
     if len(v) == 0 and not allow_empty and (rows := len(get_store(store).load(ref))):
-        reasons = v.manifest.get("stats", {}).get("reasons", {})
-        why = ", ".join(f"{k}: {n}" for k, n in reasons.items()) or "no reason recorded"
-        raise CurateError(
-            f"--method {method} kept 0 of {rows} rows ({why}); raise the budget, or pass "
-            f"--allow-empty to accept an empty selection (it is {v.ref})"
-        )
+        # an empty version committed earlier (with --allow-empty) and found again: refused the same way
+        raise empty_selection(method, rows, v.manifest.get("stats", {}), v.ref)
     return v
 
 

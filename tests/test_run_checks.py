@@ -110,6 +110,7 @@ def test_an_empty_selection_is_an_error_unless_allowed(tmp_path: Path, params: d
         curate.select("two", method="random", name="none", store=store, allow_empty=False, **params)
     with pytest.raises(CurateError, match=r"kept 0 of 2 rows"):  # the op as the CLI and recipes run it
         get_op("select").fn("two", method="random", name="none", store=store, **params)
+    assert store.datasets() == ["two"]  # refused before the commit: the store is as it was
     # In Python an empty result is a version like any other.
     v = curate.select("two", method="random", name="none", store=store, **params)
     assert len(v) == 0 and "allow_empty" not in v.op["params"]

@@ -77,12 +77,20 @@ def make_selector(method: str, **params: Any) -> Selector:
 
 
 def run_selector(
-    ref, *, method: str, name: str | None = None, store=None, services: dict[str, Any] | None = None, **params: Any
+    ref,
+    *,
+    method: str,
+    name: str | None = None,
+    store=None,
+    services: dict[str, Any] | None = None,
+    allow_empty: bool = True,
+    **params: Any,
 ):
     """Fit a selector on ``ref``, select, and commit the kept rows with ``decisions.parquet``.
 
     ``services`` maps service names to callables (``{"train_sft": curate.train.sft}``); the selector gets those it
     ``uses`` through ``bind``. They decide how the work is done, not the recipe: the version id ignores them.
+    ``allow_empty=False`` refuses, before anything is committed, a selection that keeps no row of a non-empty input.
 
     >>> v = curate.select("sample-sft", method="random", budget=50, name="sft-rand")   # doctest: +SKIP
     """
@@ -105,15 +113,29 @@ def run_selector(
         t1 = time.perf_counter()
         selection = selector.select()
         table = version.to_arrow()
+        kept = selector.transform(table, selection)
+        stats = selector.stats(selection)
+        if not allow_empty and kept.num_rows == 0 and len(version):
+            raise empty_selection(method, len(version), stats)
         return {
-            "table": selector.transform(table, selection),
+            "table": kept,
             "decisions": selector.decisions(table, selection),
-            "stats": selector.stats(selection),
+            "stats": stats,
             "extra": getattr(selector, "manifest_extra_", None),  # e.g. the tokenizer and chat template of labels
             "timings": {"fit_s": round(t1 - t0, 4), "select_s": round(time.perf_counter() - t1, 4)},
         }
 
     return s.materialise(name, parents, op, compute)
+
+
+def empty_selection(method: str, rows: int, stats: dict[str, Any], ref: str | None = None) -> CurateError:
+    """The one-line error for a selection that kept none of ``rows`` rows (``stats``: the selection's)."""
+    why = ", ".join(f"{k}: {n}" for k, n in (stats.get("reasons") or {}).items()) or "no reason recorded"
+    where = f" (it is {ref})" if ref else ""
+    return CurateError(
+        f"--method {method} kept 0 of {rows} rows ({why}); raise the budget, or pass --allow-empty to accept an "
+        f"empty selection{where}"
+    )
 
 
 __all__ = ["SELECTORS", "Selection", "Selector", "get_selector", "make_selector", "register", "run_selector"]
