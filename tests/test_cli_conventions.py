@@ -284,7 +284,16 @@ def test_ctrl_c_says_how_far_it_got_and_exits_130(tmp_path):
     (tmp_path / "crawl_plugin.py").write_text(PLUGIN)
     env = _env(CURATE_PLUGINS="crawl_plugin", CURATE_PROGRESS_SECONDS="0.2", PYTHONPATH=str(tmp_path))
     cmd = [*CLI, "--store", str(tmp_path / "store"), "crawl"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A shell that starts jobs in the background (CI runners can) leaves SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: give the child the default disposition, as a terminal would.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     # Wait for the first progress line: the work is under way (and the interpreter has its SIGINT handler).
     ready, _, _ = select.select([proc.stderr], [], [], 120)
     first = proc.stderr.readline() if ready else ""

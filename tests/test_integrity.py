@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -98,6 +99,8 @@ def _warm_fisher(root: Path, model: str) -> Path:
     curate.save(conversations(10), name="chats", store=store)
     run_selector("chats", method="fisher", name="warm", store=store, model=model, budget=3)
     (shard,) = shards(root, "features")
+    # The pool's flat feature file would be reused without reading a shard: drop it so the next run reads them.
+    shutil.rmtree(root / "cache" / "features-flat")
     return shard
 
 
