@@ -122,6 +122,8 @@ def _op_command(group: typer.Typer, op: Any, choice: str | None = None) -> None:
         params = options.parse_flags(ctx.args, op.target(entry), what=what, aliases=dict(op.aliases))
         args = [kw.pop(op.input)] if op.input else []
         as_json = kw.pop("as_json")
+        if as_json and "-" in (kw.get("out"), params.get("out")):
+            raise CurateError("--json and --out - both write to stdout: pick one")
         result = op.fn(*args, **{k: v for k, v in kw.items() if v is not None}, **params)
         if as_json:  # one object on stdout, so scripts can chain
             print(json.dumps(op.as_json(result), default=str))

@@ -239,6 +239,9 @@ def test_out_dash_writes_jsonl_to_stdout_only(store, tmp_path):
     assert result.files == [] and result.text == plain
     with pytest.raises(CurateError, match=r"--out -: --format verl-sft does not write one jsonl file \(formats"):
         curate.export(v, format="verl-sft", out="-", store=store)
+    p = _cli(work, store.root, "export", "chat", "--format", "jsonl", "--out", "-", "--json")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == ["error: --json and --out - both write to stdout: pick one"]
 
 
 def test_single_file_export_keeps_its_record_beside_the_file(store, tmp_path):
