@@ -13,7 +13,7 @@ setup: $(VENV)/.setup-done
 
 # torch goes in first and pinned: this machine keeps a CPU build of 2.13.0 on local disk, and a plain `torch`
 # requirement resolved later would pull a multi-GB CUDA wheel instead.
-# llama.cpp (CPU generation) has no Linux wheel on PyPI: `.[llamacpp]` is a source build, ~10 CPU-minutes on 2 cores
+# llama.cpp (CPU generation) has no Linux wheel on PyPI: `.[llamacpp]` is a source build, ~16 CPU-minutes (~8 min on 2 cores)
 # the first time (pip caches the wheel). LLAVA_BUILD=OFF skips the multimodal library curate never loads.
 $(VENV)/.setup-done: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
