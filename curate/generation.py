@@ -663,8 +663,8 @@ class LlamaCppGenerator(Generator):
         return self._tokenizer
 
     def identity(self) -> dict[str, Any]:
-        # as-is: the GGUF's own tensor types are what it computes in, pinned by the sha in "model"; f16/f32: that file's
-        # tensors dequantised, a deterministic function of it.
+        # as-is: the GGUF's own tensor types are what it computes in, pinned by the sha in "model"; f16/f32: that
+        # file's tensors dequantised (and rounded), a deterministic function of it.
         dtype = {"f32": "float32", "f16": "float16"}.get(self.weights, "gguf")
         return {**self._local_identity(dtype), "weights": self.weights}
 
