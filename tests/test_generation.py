@@ -286,3 +286,31 @@ def test_hf_identity_names_the_dtype_it_computes_in(tiny_model_path):
     assert engine_options("hf", Engine("ray", num_workers=2)) == {"dtype": "float32"}
     assert engine_options("hf", Engine("ray", gpus_per_worker=0.5)) == {"dtype": "bfloat16"}
     assert engine_options("openai", Engine("ray")) == {} and engine_options("hf", Engine()) == {}
+
+
+def test_inverse_cdf_draws_match_the_tempered_softmax_exactly():
+    import numpy as np
+
+    from curate.generation import inverse_cdf_draws
+
+    p = np.array([0.1, 0.0, 0.2, 0.3, 0.4])
+    logits = np.log(np.where(p > 0, p, 1e-300)).astype(np.float32)  # token 1: exp underflows, no mass
+    logits[1] = -1e30
+    n = 10_000
+    u = (np.arange(n) + 0.5) / n  # evenly spread uniforms: each token's count is n * p to within 1
+    counts = np.bincount(inverse_cdf_draws(np.repeat(logits[None], n, 0), 1.0, u), minlength=5)
+    assert np.all(np.abs(counts - n * p) <= 1) and counts[1] == 0
+    # Temperature 0.5 squares the probabilities (renormalised); 2 takes their square roots.
+    for t, q in ((0.5, p**2), (2.0, np.sqrt(p))):
+        counts = np.bincount(inverse_cdf_draws(np.repeat(logits[None], n, 0), t, u), minlength=5)
+        assert np.all(np.abs(counts - n * q / q.sum()) <= 1)
+    # Golden: the first token whose running mass passes u; a row's draw ignores the other rows; u at the very top
+    # of [0, 1) still lands on the last token with mass, never on a massless one.
+    rows = np.log(np.array([[1, 3, 1], [4, 1, 1]], dtype=np.float32))
+    rows[:, 2] = -1e30  # no mass
+    assert inverse_cdf_draws(rows, 1.0, [0.24, 0.79]) == [0, 0]
+    assert inverse_cdf_draws(rows, 1.0, [0.26, 0.81]) == [1, 1]
+    assert inverse_cdf_draws(rows[:1], 1.0, [0.26]) == [1]
+    assert inverse_cdf_draws(rows, 1.0, [1 - 1e-17, 1 - 1e-17]) == [1, 1]
+    big = np.array([[1e4, 1e4 - 1.0]], dtype=np.float32)  # no overflow: the max is taken off first
+    assert inverse_cdf_draws(big, 1.0, [0.5]) == [0]
