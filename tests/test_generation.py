@@ -314,3 +314,5 @@ def test_inverse_cdf_draws_match_the_tempered_softmax_exactly():
     assert inverse_cdf_draws(rows, 1.0, [1 - 1e-17, 1 - 1e-17]) == [1, 1]
     big = np.array([[1e4, 1e4 - 1.0]], dtype=np.float32)  # no overflow: the max is taken off first
     assert inverse_cdf_draws(big, 1.0, [0.5]) == [0]
+    with pytest.raises(CurateError, match="NaN or infinite logits"):
+        inverse_cdf_draws(np.array([[0.0, np.nan]], dtype=np.float32), 1.0, [0.5])

