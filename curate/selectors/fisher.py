@@ -178,6 +178,17 @@ class LogDetState:
         """(len(ids), width, d) rows of ``ids`` in ``dtype``, zero-padded past each example's length."""
         import torch
 
+        if width >= 32 and self.device.type == "cpu":
+            # Long rows: one slice copy (and upcast) per example straight into the padded batch.
+            out = np.empty((len(ids), width, self.d), dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+            for b, i in enumerate(ids):
+                o, m = int(self.offsets[i]), int(self.m[i])
+                out[b, :m] = self.src[o : o + m]
+                out[b, m:] = 0
+            if self._check_rows and not np.isfinite(out).all():
+                bad = ids[~np.isfinite(out).all(axis=(1, 2))][0]
+                raise CurateError(f"features[{int(bad)}] has NaN or infinite values")
+            return torch.from_numpy(out)
         ar = np.arange(width)
         valid = ar[None, :] < self.m[ids][:, None]
         rows = self.src[(self.offsets[ids][:, None] + ar[None, :])[valid]]
