@@ -198,6 +198,27 @@ def test_flat_and_memmap_input_equal_list_input(tmp_path):
         greedy_logdet(fisher.FlatFeatures(bad, lengths), 2)
 
 
+def test_long_rows_from_a_float16_memmap_and_their_bad_values(tmp_path):
+    # Rows of 32+ tokens are gathered one slice per example (not by a padded index): same picks, and a NaN or inf
+    # in one is named.
+    rng = np.random.default_rng(11)
+    lengths = np.array([33, 0, 70, 45, 32, 51, 1, 64], dtype=np.int64)  # d=48: under, over and at the 32 cut
+    feats = [rng.standard_normal((int(m), 48)).astype(np.float16) for m in lengths]
+    flat = np.concatenate(feats)
+    path = tmp_path / "long.bin"
+    flat.tofile(path)
+    mm = np.memmap(path, dtype=np.float16, mode="r", shape=flat.shape)
+    want_idx, want_gains = plain_greedy_logdet(feats, 6)
+    idx, gains = greedy_logdet(fisher.FlatFeatures(mm, lengths), 6)
+    assert idx.tolist() == want_idx.tolist()
+    np.testing.assert_allclose(gains, want_gains, rtol=1e-9)
+    for row, value in ((33 + 70 + 2, np.inf), (33 + 70 + 45 + 32 + 50, np.nan)):  # in examples 3 and 5
+        bad = flat.copy()
+        bad[row, 7] = value
+        with pytest.raises(CurateError, match=rf"features\[{3 if value == np.inf else 5}\] has NaN"):
+            greedy_logdet(fisher.FlatFeatures(bad, lengths), 6)
+
+
 def test_token_budget_skips_what_no_longer_fits():
     feats = [
         np.eye(4) * 3,  # the best example, but 4 tokens
