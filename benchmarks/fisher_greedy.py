@@ -16,9 +16,10 @@ steps and are extrapolated linearly to k (printed as such); curate always runs a
     python benchmarks/fisher_greedy.py            # realistic: N=2000 x 50-300 tokens x d=576, k=100; N=20000
     python benchmarks/fisher_greedy.py --quick    # smaller sizes, all steps measured, < 3 min
 
-Measured (CPU seconds, min of 3 interleaved repeats, 2-core AVX2 machine, one thread each): realistic (N=2000 x
-50-300 tokens x d=576, k=100) curate 127.7 s, plain 1,089.7 s (8.5x), incremental 558.9 s (4.4x); large N (20000 x
-8-64 x 128, k=100) curate 25.8 s, plain 213.2 s (8.3x), incremental 127.2 s (4.9x). Issue #19 asks for 20x and 5x.
+Measured (CPU seconds, min of 3 interleaved repeats, 2-core AVX2 machine, one thread each, with a CI run sharing
+the machine): realistic (N=2000 x 50-300 tokens x d=576, k=100) curate 122.5 s, plain 1,126.1 s (9.2x), incremental
+571.9 s (4.7x); large N (20000 x 8-64 x 128, k=100) curate 27.9 s, plain 227.6 s (8.2x), incremental 130.9 s (4.7x;
+4.9x in a quieter run). Issue #19 asks for 20x and 5x.
 What bounds it here: about 300 of 2000 candidates still need re-evaluating per step late in the run (logged: their
 stale bounds reach the pick's gain, so any exact lazy loop evaluates them), the long rows whose gains are nearly
 tied on these features; each costs M_i (d + M_i) x min(new Woodbury rows, d) flops. On real SmolLM2 hidden states
