@@ -473,11 +473,6 @@ _CHECKED_COPIES: set[tuple[str, int, int]] = set()
 _COPY_LOCK = threading.Lock()
 
 
-def f32_gguf(model: str, *, threads: int = 1) -> Path:
-    """``gguf_copy(model, "f32")``: every tensor dequantised as hf dequantises it."""
-    return gguf_copy(model, "f32", threads=threads)
-
-
 def gguf_copy(model: str, weights: str = "f16", *, threads: int = 1) -> Path:
     """An F16 or F32 (``weights``) copy of GGUF ``model`` (alias, file or folder), made once by llama.cpp's own
     quantize call and reused: every tensor dequantised as hf dequantises it (F16: then rounded to half precision),
@@ -802,6 +797,7 @@ class LlamaCppGenerator(Generator):
         capacity = self._ctx_shape[1] + self._ctx_shape[0]
         batch = lib.llama_batch_init(capacity, 0, 1)
         eos, tok = set(self._eos_ids()), self.tokenizer
+        chains = not _numpy_draws(sampling)  # llama.cpp sampler chains, freed when their sequence ends
         pending = [(i, list(range(copies))) for i in reversed(range(len(encoded)))]
         running: dict[int, _Sequence] = {}
         done: dict[tuple[int, int], Completion] = {}
@@ -869,17 +865,15 @@ class LlamaCppGenerator(Generator):
                         if member not in finished:
                             lib.llama_memory_seq_cp(memory, group[0], member, -1, -1)
                 for seq in finished:
-                    self._free_sampler(running.pop(seq))
+                    if chains:
+                        lib.llama_sampler_free(running[seq].sampler)
+                    running.pop(seq)
                     lib.llama_memory_seq_rm(memory, seq, -1, -1)
         finally:
-            for s in running.values():
-                self._free_sampler(s)
+            for s in running.values() if chains else ():
+                lib.llama_sampler_free(s.sampler)
             lib.llama_batch_free(batch)
         return done
-
-    def _free_sampler(self, s: _Sequence) -> None:
-        if not _numpy_draws_from(s):
-            self._llama.llama_sampler_free(s.sampler)
 
     def _draw(self, ctx: Any, seqs: list[_Sequence], sampling: Sampling) -> list[int]:
         """Each sequence's next token from the logits just decoded.
@@ -948,12 +942,6 @@ def inverse_cdf_draws(logits: Any, temperature: float, uniforms: Sequence[float]
 def _numpy_draws(sampling: Sampling) -> bool:
     """Whether ``LlamaCppGenerator`` draws in numpy (greedy, or temperature with top-p 1) rather than llama.cpp."""
     return sampling.temperature <= 0 or sampling.top_p >= 1.0
-
-
-def _numpy_draws_from(s: _Sequence) -> bool:
-    import numpy as np
-
-    return isinstance(s.sampler, np.random.Generator)
 
 
 def _torch_threads() -> int:

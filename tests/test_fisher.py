@@ -165,14 +165,19 @@ def test_lazy_equals_plain_through_kernel_updates_cache_cap_and_fallback(monkeyp
     np.testing.assert_allclose(gains, want_gains, rtol=1e-9)
 
 
+def _flat_and_memmap(feats: list[np.ndarray], tmp_path) -> tuple[np.ndarray, np.memmap]:
+    """The examples as one flat array, and the same written to disk and mapped back read-only."""
+    flat = np.concatenate(feats)
+    path = tmp_path / "feats.bin"
+    flat.tofile(path)
+    return flat, np.memmap(path, dtype=flat.dtype, mode="r", shape=flat.shape)
+
+
 def test_flat_and_memmap_input_equal_list_input(tmp_path):
     rng = np.random.default_rng(5)
     lengths = np.array([3, 0, 9, 2, 5, 0, 7, 4, 1, 6], dtype=np.int64)  # d=6: one row longer than d, two empty
     feats = [rng.standard_normal((int(m), 6)).astype(np.float16) for m in lengths]
-    flat = np.concatenate(feats)
-    path = tmp_path / "feats.bin"
-    flat.tofile(path)
-    mm = np.memmap(path, dtype=np.float16, mode="r", shape=flat.shape)
+    flat, mm = _flat_and_memmap(feats, tmp_path)
     want_idx, want_gains = plain_greedy_logdet(feats, 8)
     for features in (fisher.FlatFeatures(flat, lengths), fisher.FlatFeatures(mm, lengths)):
         idx, gains = greedy_logdet(features, 8)
@@ -204,10 +209,7 @@ def test_long_rows_from_a_float16_memmap_and_their_bad_values(tmp_path):
     rng = np.random.default_rng(11)
     lengths = np.array([33, 0, 70, 45, 32, 51, 1, 64], dtype=np.int64)  # d=48: under, over and at the 32 cut
     feats = [rng.standard_normal((int(m), 48)).astype(np.float16) for m in lengths]
-    flat = np.concatenate(feats)
-    path = tmp_path / "long.bin"
-    flat.tofile(path)
-    mm = np.memmap(path, dtype=np.float16, mode="r", shape=flat.shape)
+    flat, mm = _flat_and_memmap(feats, tmp_path)
     want_idx, want_gains = plain_greedy_logdet(feats, 6)
     idx, gains = greedy_logdet(fisher.FlatFeatures(mm, lengths), 6)
     assert idx.tolist() == want_idx.tolist()

@@ -29,7 +29,6 @@ from curate.generation import (  # noqa: E402
     LlamaCppGenerator,
     Sampling,
     derive_seed,
-    f32_gguf,
     gguf_copy,
     make_generator,
     resolve_backend,
@@ -109,7 +108,7 @@ def test_f32_copy_holds_the_dequantised_tensors_and_greedy_text_is_hfs():
 
     gen = LlamaCppGenerator(MODEL, threads=1, weights="f32")
     source = {t.name: t for t in GGUFReader(gen.gguf).tensors}
-    copy = {t.name: t for t in GGUFReader(f32_gguf(MODEL)).tensors}
+    copy = {t.name: t for t in GGUFReader(gguf_copy(MODEL, "f32")).tensors}
     assert copy.keys() == source.keys() and {t.tensor_type.name for t in copy.values()} == {"F32"}
     assert {t.tensor_type.name for t in source.values()} >= {"Q4_1"}
     for name, t in source.items():  # what transformers' GGUF loader (the hf backend's weights) computes, bit for bit
@@ -143,27 +142,28 @@ def test_f16_copy_holds_the_dequantised_tensors_rounded_to_half(gen):
 
 def test_f32_copy_made_once_reused_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path))
-    path = f32_gguf(MODEL)
+    path = gguf_copy(MODEL, "f32")
     record = path.with_name(path.name + ".json")
     assert path.parent == tmp_path / "models" and path.name.endswith(".f32.gguf")
     info = json.loads(record.read_text())
     assert info["size"] == path.stat().st_size and info["source"] == resolve(MODEL).identity
     made = path.stat()
-    assert f32_gguf(MODEL) == path and (path.stat().st_ino, path.stat().st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    assert gguf_copy(MODEL, "f32") == path  # reused: the same file, not rewritten
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
     assert not list(tmp_path.glob("models/.*.tmp-*"))  # no temp file left behind
 
     # Same size, other bytes: caught by the sha256, rebuilt to the same content.
     with open(path, "r+b") as fh:
         fh.seek(made.st_size // 2)
         fh.write(b"\xff" * 64)
-    assert f32_gguf(MODEL) == path and path.stat().st_ino != made.st_ino
+    assert gguf_copy(MODEL, "f32") == path and path.stat().st_ino != made.st_ino
     assert json.loads(record.read_text())["sha256"] == info["sha256"]
     # Truncated, and a record that is not JSON: both rebuilt.
     os.truncate(path, 1000)
-    f32_gguf(MODEL)
+    gguf_copy(MODEL, "f32")
     assert path.stat().st_size == info["size"]
     record.write_text("{not json")
-    f32_gguf(MODEL)
+    gguf_copy(MODEL, "f32")
     assert json.loads(record.read_text()) == info
 
 

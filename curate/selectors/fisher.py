@@ -186,20 +186,20 @@ class LogDetState:
                 out[b, :m] = self.src[o : o + m]
                 out[b, m:] = 0
             if self._check_rows and not np.isfinite(out).all():
-                bad = ids[~np.isfinite(out).all(axis=(1, 2))][0]
-                raise CurateError(f"features[{int(bad)}] has NaN or infinite values")
+                self._raise_bad_row(ids)
             return torch.from_numpy(out)
         ar = np.arange(width)
         valid = ar[None, :] < self.m[ids][:, None]
         rows = self.src[(self.offsets[ids][:, None] + ar[None, :])[valid]]
         if self._check_rows and not np.isfinite(rows).all():
-            bad = next(
-                i for i in ids if not np.isfinite(self.src[self.offsets[i] : self.offsets[i] + self.m[i]]).all()
-            )
-            raise CurateError(f"features[{int(bad)}] has NaN or infinite values")
+            self._raise_bad_row(ids)
         X = torch.zeros(len(ids) * width, self.d, dtype=dtype, device=self.device)
         X[torch.as_tensor(valid.ravel(), device=self.device)] = torch.from_numpy(rows).to(self.device, dtype)
         return X.reshape(len(ids), width, self.d)
+
+    def _raise_bad_row(self, ids: np.ndarray) -> None:
+        bad = next(i for i in ids if not np.isfinite(self.src[self.offsets[i] : self.offsets[i] + self.m[i]]).all())
+        raise CurateError(f"features[{int(bad)}] has NaN or infinite values")
 
     @staticmethod
     def _batches(lengths: np.ndarray, cols: int) -> Iterator[np.ndarray]:
