@@ -50,6 +50,8 @@ def test_cpu_smoke_runs_every_step_and_prints_each_figure():
         "rollouts_hf.tokens_per_s",
         "features.rows_per_s",
         "greedy.seconds",
+        "greedy_realistic.lazy_seconds",
+        "greedy_realistic.plain_seconds",
     ):
         assert float(figures[name]) > 0, name
     assert figures["greedy.picks_equal_cpu"] == "True"
