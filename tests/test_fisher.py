@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -127,11 +128,13 @@ def ragged_float_sets(draw):
 
 
 @settings(max_examples=25, deadline=None)  # each example runs three greedy loops
-@given(ragged_float_sets(), st.integers(1, 12), st.sampled_from([None, 5, 12]), st.booleans())
-def test_lazy_equals_plain_on_ragged_floats_and_near_ties(features, k, budget_tokens, as_float32):
+@given(ragged_float_sets(), st.integers(1, 12), st.sampled_from([None, 5, 12]), st.booleans(), st.booleans())
+def test_lazy_equals_plain_on_ragged_floats_and_near_ties(features, k, budget_tokens, as_float32, one_by_one):
     if as_float32:
         features = [x.astype(np.float32) for x in features]
-    lazy_idx, lazy_gains = greedy_logdet(features, k, budget_tokens=budget_tokens)
+    # one_by_one: every width class evaluated example by example (BLAS/LAPACK, unpadded), not in padded batches.
+    with mock.patch.object(fisher, "_EACH_MADDS", 0 if one_by_one else fisher._EACH_MADDS):
+        lazy_idx, lazy_gains = greedy_logdet(features, k, budget_tokens=budget_tokens)
     plain_idx, plain_gains = plain_greedy_logdet(features, k, budget_tokens=budget_tokens)
     want_idx, want_gains = brute_force([x.astype(np.float64) for x in features], k, budget_tokens=budget_tokens)
     assert lazy_idx.tolist() == plain_idx.tolist() == want_idx
@@ -163,6 +166,33 @@ def test_lazy_equals_plain_through_kernel_updates_cache_cap_and_fallback(monkeyp
     idx, gains = fisher._lazy_greedy(state, 30, None, state.m)
     assert not state.f32 and idx.tolist() == want_idx.tolist()
     np.testing.assert_allclose(gains, want_gains, rtol=1e-9)
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 28])
+def test_one_by_one_evaluations_equal_padded_batches(monkeypatch, cache_bytes):
+    # Ragged rows of 1-40 tokens, d=96: every width class one by one (unpadded, lower triangles only, cached
+    # kernels brought up to date with a symmetric rank-k product), against padded batches, against plain greedy.
+    monkeypatch.setattr(fisher, "_CACHE_BYTES", cache_bytes)
+    rng = np.random.default_rng(5)
+    scale = np.sqrt(np.logspace(0, -2, 96))
+    feats = [(rng.standard_normal((int(m), 96)) * scale).astype(np.float32) for m in rng.integers(1, 41, 120)]
+    feats[11] = feats[4].copy()
+    want_idx, want_gains = plain_greedy_logdet(feats, 40)
+    results = {}
+    for each in (0, 1 << 62):
+        monkeypatch.setattr(fisher, "_EACH_MADDS", each)
+        state = fisher.LogDetState(feats, cache_kernels=True)
+        assert state._one_by_one(8) == (each == 0)
+        idx, gains = fisher._lazy_greedy(state, 40, None, state.m)
+        assert state.f32  # no float32 gain left its margin
+        assert idx.tolist() == want_idx.tolist()
+        np.testing.assert_allclose(gains, want_gains, rtol=1e-9)
+        # Float32 estimates against the final V agree with exact float64 gains within the margin, either way.
+        g, err = state.estimate(np.arange(120))
+        exact = state.gains(np.arange(120))
+        assert np.all(np.abs(g - exact) <= err)
+        results[each] = g
+    np.testing.assert_allclose(results[0], results[1 << 62], rtol=1e-4, atol=1e-6)
 
 
 def _flat_and_memmap(feats: list[np.ndarray], tmp_path) -> tuple[np.ndarray, np.memmap]:

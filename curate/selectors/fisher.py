@@ -12,7 +12,9 @@ each step re-evaluates only candidates whose bound could still win, largest boun
 Re-evaluations run in float32 and carry a margin (1e-3 relative): an example with at most d tokens keeps its
 M_i x M_i kernel (in width classes, at most 256 MB) and brings it up to date with one product against the Woodbury
 rows added since it was last seen, or recomputes it when that is cheaper or its float32 error could have grown;
-longer examples use the exact d x d form. Before each pick, every candidate whose margin reaches the best is
+longer examples use the exact d x d form. On the CPU, long examples are evaluated one at a time on their own rows
+(BLAS triangular and symmetric rank-k products, LAPACK Cholesky: no padding, half the flops of general products),
+short ones in padded batches. Before each pick, every candidate whose margin reaches the best is
 re-evaluated exactly in float64 and the tie rule below is applied to those float64 gains, so the picks and gains
 are plain float64 greedy's; if a float32 gain is ever found outside its margin, the run continues in float64.
 Features may be a list of arrays or one flat (sum M_i) x d array (`FlatFeatures`, e.g. a float16 memmap): rows
@@ -83,6 +85,10 @@ _CACHE_BYTES = 1 << 28
 # A kernel downdated to below this fraction of its trace when last computed fresh is recomputed fresh next time:
 # float32 cancellation error grows with how much has been subtracted.
 _DRIFT = 0.1
+# On the CPU, examples of a width class w with w * d * (d + w) (the multiply-adds of one evaluation) at least this
+# are evaluated one at a time on their own rows (no padding), with BLAS's triangular and symmetric rank-k products
+# and LAPACK's Cholesky; cheaper ones in padded batches, where per-call overhead would dominate.
+_EACH_MADDS = 1 << 23
 
 
 def _tie_threshold(best: float) -> float:
@@ -255,9 +261,12 @@ class LogDetState:
         if len(pos) == 0:
             return g, err
         kr = self._kr[idx[pos]]
-        # Bringing a kernel up to date costs about (rows added since) / d of computing it fresh.
-        inc = (kr >= 0) & (self._kepoch[idx[pos]] == self.epoch) & (self.r - kr <= 3 * self.d // 4)
         wid = self.width[idx[pos]]
+        # Bringing a kernel up to date costs about (rows added since) / d of computing it fresh in a padded batch;
+        # one by one, r rows added cost M r (d + M/2) multiply-adds against M d (d + M) / 2 for a fresh kernel.
+        since, d = self.r - kr, self.d
+        cheaper = np.where(self._one_by_one_w(wid), since * (2 * d + m[pos]) <= d * (d + m[pos]), since <= 3 * d // 4)
+        inc = (kr >= 0) & (self._kepoch[idx[pos]] == self.epoch) & cheaper
         for w in np.unique(wid):
             # Group by when each kernel was last updated: one product with the rows added since serves the group.
             for first in np.unique(kr[inc & (wid == w)]):
@@ -275,9 +284,96 @@ class LogDetState:
         err[ok] = g[ok] * _F32_RTOL + _F32_ATOL
         return g, err
 
+    def _flat32(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``ids`` one after another, float32 (sum M_i x d, C order), and where each example starts."""
+        m = self.m[ids]
+        starts = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(m, out=starts[1:])
+        out = np.empty((int(starts[-1]), self.d), dtype=np.float32)
+        for b, i in enumerate(ids):
+            o = int(self.offsets[i])
+            out[starts[b] : starts[b + 1]] = self.src[o : o + int(m[b])]
+        if self._check_rows and not np.isfinite(out).all():
+            self._raise_bad_row(ids)
+        return out, starts
+
+    def _u(self) -> np.ndarray:
+        """V^-1's float32 lower Cholesky factor U (V^-1 = U U^T), Fortran order, made once per V."""
+        import torch
+
+        if self._u32 is None:
+            self._u32 = np.asfortranarray(torch.linalg.cholesky(self.vinv).float().numpy())
+        return self._u32
+
+    def _buffer(self, width: int) -> np.ndarray:
+        import torch
+
+        if width not in self._bufs:
+            self._bufs[width] = torch.zeros(self._nslots[width], width, width, dtype=torch.float32, device=self.device)
+        return self._bufs[width].numpy()
+
+    def _one_by_one(self, width: int) -> bool:
+        return bool(self._one_by_one_w(np.array([width]))[0])
+
+    def _one_by_one_w(self, width: np.ndarray) -> np.ndarray:
+        return (self.device.type == "cpu") & (width * self.d * (self.d + width) >= _EACH_MADDS)
+
+    def _each(self, ids: np.ndarray, width: int, first: int | None) -> np.ndarray:
+        """CPU, one example at a time on its own M_i rows: fresh (``first`` None) or brought up to date.
+
+        Fresh: Y^T = U^T X^T (triangular product, all examples at once), K_i = Y_i Y_i^T (symmetric rank-k, half the
+        flops of a general product). Up to date: K_i -= Q_i Q_i^T with Q = X W^T over the Woodbury rows since
+        ``first``. Only K_i's lower triangle is computed, kept and read.
+        """
+        from scipy.linalg.blas import ssyrk, strmm
+        from scipy.linalg.lapack import spotrf
+
+        flat, starts = self._flat32(ids)
+        slots = self._slot[ids]
+        buf = self._buffer(width) if (slots >= 0).any() else None
+        if first is None:
+            if self.r == 0 and self.epoch == 0:  # nothing picked yet: V^-1 = I / lam
+                A, alpha = flat.T, 1.0 / self.lam
+            else:
+                A, alpha = strmm(1.0, self._u(), flat.T, lower=1, trans_a=1, overwrite_b=1), 1.0
+        else:
+            A, alpha = np.matmul(flat, self._w[first : self.r].numpy().T).T, -1.0  # Q^T, (rows since) x sum M_i
+        g = np.empty(len(ids))
+        for b, i in enumerate(ids):
+            s0, s1, slot = int(starts[b]), int(starts[b + 1]), int(slots[b])
+            m = s1 - s0
+            if first is None:
+                K = ssyrk(alpha, A[:, s0:s1], trans=1, lower=1)
+                tr = float(np.trace(K))
+                if slot >= 0:
+                    self._ktr[i] = tr
+            else:
+                K = ssyrk(
+                    alpha,
+                    A[:, s0:s1],
+                    beta=1.0,
+                    c=np.array(buf[slot, :m, :m], order="F"),
+                    trans=1,
+                    lower=1,
+                    overwrite_c=1,
+                )
+                tr = float(np.trace(K))
+            if slot >= 0 and (first is None or tr >= _DRIFT * self._ktr[i]):
+                buf[slot, :m, :m] = K
+                self._kr[i] = self.r
+                self._kepoch[i] = self.epoch
+            else:
+                self._kr[i] = -1
+            K[np.diag_indices(m)] += 1.0
+            L, info = spotrf(K, lower=1, clean=0, overwrite_a=1)
+            g[b] = 2.0 * float(np.log(np.diagonal(L)).sum()) if info == 0 else np.nan
+        return g
+
     def _fresh32(self, ids: np.ndarray, width: int) -> np.ndarray:
         import torch
 
+        if self._one_by_one(width):
+            return self._each(ids, width, None)
         X = self._rows(ids, width, torch.float32)
         if self.r == 0 and self.epoch == 0:  # nothing picked yet: V^-1 = I / lam
             K = (X @ X.transpose(1, 2)).div_(self.lam)
@@ -286,10 +382,8 @@ class LogDetState:
             # (measured 2.2x faster here), and K comes out positive semi-definite by construction.
             from scipy.linalg.blas import strmm
 
-            if self._u32 is None:
-                self._u32 = np.asfortranarray(torch.linalg.cholesky(self.vinv).float().numpy())
             flat = X.reshape(-1, self.d).numpy()
-            Y = strmm(1.0, self._u32, flat.T, lower=1, trans_a=1, overwrite_b=1).T  # in place: U^T X^T
+            Y = strmm(1.0, self._u(), flat.T, lower=1, trans_a=1, overwrite_b=1).T  # in place: U^T X^T
             Y = torch.from_numpy(np.ascontiguousarray(Y)).reshape(X.shape)
             K = Y @ Y.transpose(1, 2)
         else:
@@ -303,6 +397,8 @@ class LogDetState:
     def _incremental(self, ids: np.ndarray, width: int, first: int) -> np.ndarray:
         import torch
 
+        if self._one_by_one(width):
+            return self._each(ids, width, first)
         X = self._rows(ids, width, torch.float32)
         Q = (X.reshape(-1, self.d) @ self._w[first : self.r].T).reshape(len(ids), width, self.r - first)
         K = self._bufs[width][torch.as_tensor(self._slot[ids], device=self.device)]
@@ -318,8 +414,7 @@ class LogDetState:
         ids = ids[keep]
         if len(ids) == 0:
             return
-        if width not in self._bufs:
-            self._bufs[width] = torch.zeros(self._nslots[width], width, width, dtype=torch.float32, device=self.device)
+        self._buffer(width)
         self._bufs[width][torch.as_tensor(self._slot[ids], device=self.device)] = K[torch.as_tensor(keep)]
         self._kr[ids] = self.r
         self._kepoch[ids] = self.epoch
