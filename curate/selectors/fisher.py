@@ -195,12 +195,15 @@ class LogDetState:
                 self._raise_bad_row(ids)
             return torch.from_numpy(out)
         ar = np.arange(width)
-        valid = ar[None, :] < self.m[ids][:, None]
-        rows = self.src[(self.offsets[ids][:, None] + ar[None, :])[valid]]
+        valid = (ar[None, :] < self.m[ids][:, None]).ravel()
+        at = (self.offsets[ids][:, None] + ar[None, :]).ravel()
+        # One gather of every (padded) position; a padding position reads row 0 and is zeroed after.
+        rows = self.src[np.where(valid, at, 0) if len(self.src) else at[valid]]
+        if not valid.all():
+            rows[~valid] = 0
         if self._check_rows and not np.isfinite(rows).all():
             self._raise_bad_row(ids)
-        X = torch.zeros(len(ids) * width, self.d, dtype=dtype, device=self.device)
-        X[torch.as_tensor(valid.ravel(), device=self.device)] = torch.from_numpy(rows).to(self.device, dtype)
+        X = torch.from_numpy(rows).to(self.device, dtype)
         return X.reshape(len(ids), width, self.d)
 
     def _raise_bad_row(self, ids: np.ndarray) -> None:
@@ -211,12 +214,13 @@ class LogDetState:
     def _batches(lengths: np.ndarray, cols: int) -> Iterator[np.ndarray]:
         """Positions into ``lengths``, sorted by length and cut so a padded batch holds about _CHUNK_ELEMS elements."""
         order = np.argsort(lengths, kind="stable")
-        m = lengths[order]
+        m = lengths[order].astype(np.int64)
         start = 0
         while start < len(order):
-            stop = start + 1
-            while stop < len(order) and (stop - start + 1) * int(m[stop]) * cols <= _CHUNK_ELEMS:
-                stop += 1
+            # (count so far) x (longest so far) only grows along the sorted lengths: the batch ends before the first
+            # position where it passes the chunk (at least one example per batch).
+            size = (np.arange(1, len(order) - start + 1) * m[start:] * cols) > _CHUNK_ELEMS
+            stop = start + max(1, int(np.argmax(size)) if size.any() else len(order) - start)
             yield order[start:stop]
             start = stop
 
@@ -268,11 +272,14 @@ class LogDetState:
         cheaper = np.where(self._one_by_one_w(wid), since * (2 * d + m[pos]) <= d * (d + m[pos]), since <= 3 * d // 4)
         inc = (kr >= 0) & (self._kepoch[idx[pos]] == self.epoch) & cheaper
         for w in np.unique(wid):
-            # Group by when each kernel was last updated: one product with the rows added since serves the group.
-            for first in np.unique(kr[inc & (wid == w)]):
-                grp = pos[inc & (wid == w) & (kr == first)]
-                for sel in self._batches(np.full(len(grp), w), self.d + self.r - int(first)):
-                    g[grp[sel]] = self._incremental(idx[grp[sel]], int(w), int(first))
+            # One by one: group by when each kernel was last updated, one product with the rows added since serves
+            # the group. Padded batches: one product with the rows since the oldest, each kernel's own masked.
+            here = inc & (wid == w)
+            groups = [kr[here] == f for f in np.unique(kr[here])] if self._one_by_one(w) else [kr[here] >= 0]
+            for same in groups:
+                grp, first = pos[here][same], kr[here][same]
+                for sel in self._batches(np.full(len(grp), w), self.d + self.r - int(first.min(initial=self.r))):
+                    g[grp[sel]] = self._incremental(idx[grp[sel]], int(w), first[sel])
             grp = pos[~inc & (wid == w)]
             for sel in self._batches(np.full(len(grp), w), self.d):
                 g[grp[sel]] = self._fresh32(idx[grp[sel]], int(w))
@@ -392,20 +399,28 @@ class LogDetState:
         keep = self._slot[ids] >= 0
         self._ktr[ids[keep]] = tr[keep]
         self._remember(ids, K, keep, width)
-        return _logdet_eye_plus(K, fallback=False)
+        return _logdet_eye_plus(K, fallback=False, overwrite=True)  # K is a copy: the cache kept its own
 
-    def _incremental(self, ids: np.ndarray, width: int, first: int) -> np.ndarray:
+    def _incremental(self, ids: np.ndarray, width: int, first: np.ndarray) -> np.ndarray:
+        """Kernels of ``ids`` brought up to date from the Woodbury rows since ``first`` (each id's own)."""
         import torch
 
+        lo = int(first.min())
         if self._one_by_one(width):
-            return self._each(ids, width, first)
+            return self._each(ids, width, lo)  # one group, one ``first``
         X = self._rows(ids, width, torch.float32)
-        Q = (X.reshape(-1, self.d) @ self._w[first : self.r].T).reshape(len(ids), width, self.r - first)
+        Q = (X.reshape(-1, self.d) @ self._w[lo : self.r].T).reshape(len(ids), width, self.r - lo)
+        if (first > lo).any():  # rows before an example's own ``first`` are in its kernel already
+            older = (
+                torch.arange(lo, self.r, device=self.device)[None, :]
+                < torch.as_tensor(first, device=self.device)[:, None]
+            )
+            Q.masked_fill_(older[:, None, :], 0.0)
         K = self._bufs[width][torch.as_tensor(self._slot[ids], device=self.device)]
         K.baddbmm_(Q, Q.transpose(1, 2), alpha=-1.0)
         tr = K.diagonal(dim1=-2, dim2=-1).sum(-1).cpu().numpy()
         self._remember(ids, K, tr >= _DRIFT * self._ktr[ids], width)
-        return _logdet_eye_plus(K, fallback=False)
+        return _logdet_eye_plus(K, fallback=False, overwrite=True)  # K is a copy: the cache kept its own
 
     def _remember(self, ids: np.ndarray, K, keep: np.ndarray, width: int) -> None:
         import torch
@@ -415,7 +430,9 @@ class LogDetState:
         if len(ids) == 0:
             return
         self._buffer(width)
-        self._bufs[width][torch.as_tensor(self._slot[ids], device=self.device)] = K[torch.as_tensor(keep)]
+        self._bufs[width][torch.as_tensor(self._slot[ids], device=self.device)] = (
+            K if keep.all() else K[torch.as_tensor(keep)]
+        )
         self._kr[ids] = self.r
         self._kepoch[ids] = self.epoch
 
@@ -495,11 +512,14 @@ def _flat_source(features: Any) -> tuple[np.ndarray, np.ndarray, bool]:
     return flat, lengths, True
 
 
-def _logdet_eye_plus(K, fallback: bool = True) -> np.ndarray:
-    """log det(I + K) for a batch of symmetric PSD K (Cholesky; LU where rounding breaks positivity, or NaN)."""
+def _logdet_eye_plus(K, fallback: bool = True, overwrite: bool = False) -> np.ndarray:
+    """log det(I + K) for a batch of symmetric PSD K (Cholesky; LU where rounding breaks positivity, or NaN).
+
+    ``overwrite``: K itself becomes I + K (no copy).
+    """
     import torch
 
-    A = K.clone()
+    A = K if overwrite else K.clone()
     A.diagonal(dim1=-2, dim2=-1).add_(1.0)
     L, info = torch.linalg.cholesky_ex(A)
     g = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
