@@ -39,6 +39,17 @@ def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, 
         raise ChatTemplateError(f"chat template failed on {len(messages)} message(s): {err}") from err
 
 
+def _first_head(tokenizer: PreTrainedTokenizerBase, message: Mapping[str, Any], kw: dict) -> str:
+    """The text before an opening assistant turn's content (templates cannot render an empty conversation)."""
+    sentinel = "\u27e6curate:content\u27e7"
+    probe = _render(tokenizer, [{**message, "content": sentinel}], False, kw)
+    if sentinel not in probe:
+        raise ChatTemplateError(
+            "chat template does not render message 0's content verbatim: its turn cannot be located"
+        )
+    return probe[: probe.index(sentinel)]
+
+
 def assistant_token_mask(
     tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any
 ) -> tuple[list[int], list[int]]:
@@ -61,7 +72,10 @@ def assistant_token_mask(
     for i, message in enumerate(messages):
         if message.get("role") != "assistant":
             continue
-        head = _render(tokenizer, messages[:i], True, template_kwargs)
+        if i == 0:  # an empty conversation cannot be rendered
+            head = _first_head(tokenizer, message, template_kwargs)
+        else:
+            head = _render(tokenizer, messages[:i], True, template_kwargs)
         turn = _render(tokenizer, messages[: i + 1], False, template_kwargs)
         if not (turn.startswith(head) and full.startswith(turn)):
             raise ChatTemplateError(

@@ -522,8 +522,8 @@ def test_a_refused_row_is_named_in_the_input_when_other_rows_are_cached(store, t
     # whole input (row 3 of the version), not among the rows left to compute ("rows: row 0").
     curate.save(chats(3), name="good", store=store)
     row_embeddings("good", model=tiny_model_path, store=store)
-    bad = {"id": "opens", "messages": [{"role": "assistant", "content": "an answer to nothing"}]}
+    bad = {"id": "nocontent", "messages": [{"role": "user"}]}
     v = curate.save([*chats(3), bad], name="mixed", store=store)
-    with pytest.raises(CurateError, match=r"^mixed@v1: row 3 \(id opens\): field 'messages': ") as err:
+    with pytest.raises(CurateError, match=r"^mixed@v1: row 3 \(id nocontent\): field 'messages' needs ") as err:
         row_embeddings(v, model=tiny_model_path)
     assert "\n" not in str(err.value)

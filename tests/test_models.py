@@ -156,6 +156,31 @@ def test_assistant_token_mask_covers_exactly_assistant_turns(template):
             assert message["content"] in unmasked
 
 
+@pytest.mark.parametrize("template", [None, SMOLLM2_TEMPLATE, COMPACT_TEMPLATE], ids=["chatml", "smollm2", "compact"])
+def test_assistant_token_mask_when_the_assistant_speaks_first(template):
+    # An empty conversation cannot be rendered, so the first turn's header is found another way; the mask must be
+    # the same as for any other assistant turn.
+    _, tokenizer = tiny_causal_lm()
+    if template is not None:
+        tokenizer.chat_template = template
+    chat = [{"role": "assistant", "content": "Hello, how can I help?"}, *CHAT[1:]]
+    ids, mask = assistant_token_mask(tokenizer, chat)
+    assert ids == tokenizer(tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False).input_ids
+    expected = [m["content"] + "<|im_end|>" for m in chat if m["role"] == "assistant"]
+    assert masked_runs(tokenizer, ids, mask) == expected
+    assert mask[0] == 0, "the header of the opening turn is not trained"
+
+
+def test_assistant_token_mask_rejects_an_opening_turn_it_cannot_locate():
+    _, tokenizer = tiny_causal_lm()
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] | upper + '<|im_end|>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    with pytest.raises(ChatTemplateError, match="message 0's content verbatim"):
+        assistant_token_mask(tokenizer, [{"role": "assistant", "content": "hi"}])
+
+
 def test_assistant_token_mask_without_assistant_turns_is_all_zero():
     _, tokenizer = tiny_causal_lm()
     ids, mask = assistant_token_mask(tokenizer, CHAT[:2])
