@@ -198,7 +198,7 @@ class LogDetState:
         valid = (ar[None, :] < self.m[ids][:, None]).ravel()
         at = (self.offsets[ids][:, None] + ar[None, :]).ravel()
         # One gather of every (padded) position; a padding position reads row 0 and is zeroed after.
-        rows = self.src[np.where(valid, at, 0) if len(self.src) else at[valid]]
+        rows = np.take(self.src, np.where(valid, at, 0) if len(self.src) else at[valid], axis=0)
         if not valid.all():
             rows[~valid] = 0
         if self._check_rows and not np.isfinite(rows).all():
