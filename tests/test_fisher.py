@@ -181,7 +181,7 @@ def test_one_by_one_evaluations_equal_padded_batches(monkeypatch, cache_bytes):
     results = {}
     for each in (0, 1 << 62):
         monkeypatch.setattr(fisher, "_EACH_MADDS", each)
-        state = fisher.LogDetState(feats, cache_kernels=True)
+        state = fisher.LogDetState(feats, device="cpu", cache_kernels=True)  # one by one is the CPU's path
         assert state._one_by_one(8) == (each == 0)
         idx, gains = fisher._lazy_greedy(state, 40, None, state.m)
         assert state.f32  # no float32 gain left its margin

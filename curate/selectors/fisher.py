@@ -312,12 +312,13 @@ class LogDetState:
             self._u32 = np.asfortranarray(torch.linalg.cholesky(self.vinv).float().numpy())
         return self._u32
 
-    def _buffer(self, width: int) -> np.ndarray:
+    def _buffer(self, width: int):
+        """The cached kernels of a width class, (slots, width, width) float32, allocated when first needed."""
         import torch
 
         if width not in self._bufs:
             self._bufs[width] = torch.zeros(self._nslots[width], width, width, dtype=torch.float32, device=self.device)
-        return self._bufs[width].numpy()
+        return self._bufs[width]
 
     def _one_by_one(self, width: int) -> bool:
         return bool(self._one_by_one_w(np.array([width]))[0])
@@ -337,7 +338,7 @@ class LogDetState:
 
         flat, starts = self._flat32(ids)
         slots = self._slot[ids]
-        buf = self._buffer(width) if (slots >= 0).any() else None
+        buf = self._buffer(width).numpy() if (slots >= 0).any() else None  # CPU only: shares the tensor's memory
         if first is None:
             if self.r == 0 and self.epoch == 0:  # nothing picked yet: V^-1 = I / lam
                 A, alpha = flat.T, 1.0 / self.lam
