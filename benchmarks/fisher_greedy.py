@@ -210,7 +210,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, every baseline step measured")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--baseline-steps", type=int, default=None, help="baseline steps measured (default: 5; quick: k)")
+    ap.add_argument(
+        "--baseline-steps", type=int, default=None, help="baseline steps measured (default: max(5, k/50); quick: k)"
+    )
+    ap.add_argument("--only", nargs="*", default=None, help="run only these sizes (by name)")
     args = ap.parse_args()
     if args.quick:
         sizes = [("ragged", 400, 20, 80, 128, 20), ("short", 4000, 8, 32, 64, 40)]
@@ -223,7 +226,9 @@ def main() -> None:
         ]
     rows = []
     for name, n, lo, hi, d, k in sizes:
-        steps = args.baseline_steps or (k if args.quick else 5)
+        if args.only and name not in args.only:
+            continue
+        steps = args.baseline_steps or (k if args.quick else max(5, k // 50))
         rows.append(bench(name, make_features(n, lo, hi, d), k, steps, args.repeats))
         print(rows[-1], flush=True)
     print(f"FisherSFT greedy, CPU seconds min / median of {args.repeats} interleaved repeats, one thread each")

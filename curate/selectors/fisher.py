@@ -266,10 +266,12 @@ class LogDetState:
             return g, err
         kr = self._kr[idx[pos]]
         wid = self.width[idx[pos]]
-        # Bringing a kernel up to date costs about (rows added since) / d of computing it fresh in a padded batch;
-        # one by one, r rows added cost M r (d + M/2) multiply-adds against M d (d + M) / 2 for a fresh kernel.
-        since, d = self.r - kr, self.d
-        cheaper = np.where(self._one_by_one_w(wid), since * (2 * d + m[pos]) <= d * (d + m[pos]), since <= 3 * d // 4)
+        # Multiply-adds per example, r rows added since: one by one M r (d + M/2) to bring a kernel up to date against
+        # M d (d + M) / 2 fresh; in padded CPU batches M r (d + M) against M d (d/2 + M) (a triangular X U, a full
+        # K); on other devices about r / d of a fresh one (a full X V^-1).
+        since, d, mp = self.r - kr, self.d, m[pos]
+        batched = since * (d + mp) <= d * (d // 2 + mp) if self.device.type == "cpu" else since <= 3 * d // 4
+        cheaper = np.where(self._one_by_one_w(wid), since * (2 * d + mp) <= d * (d + mp), batched)
         inc = (kr >= 0) & (self._kepoch[idx[pos]] == self.epoch) & cheaper
         for w in np.unique(wid):
             # One by one: group by when each kernel was last updated, one product with the rows added since serves
