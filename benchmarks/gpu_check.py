@@ -26,8 +26,8 @@ Measured 2026-11-30 on one H200 (torch 2.11+cu130, transformers 5.24, the embedd
 sft 4,894 tok/s bf16 (30 steps of 16 x <=512, 9.8 GiB peak); grpo 11.9 s/step (4 prompts x 8 x 128 new tokens,
 model load included, 6.5 GiB); rollouts_hf 1,945 tok/s (64 x 8 x <=128); vLLM not installed there (SKIP);
 features 213 rows/s, 19,700 trained tok/s (model load included); greedy 3.1 s (1,024 rows, k=100, picks equal the
-CPU's on 200 rows); greedy_realistic lazy 8.2 s vs plain 42.0 s on the device (5.2x; 125 s on this repo's 2-core
-CPU machine).
+CPU's on 200 rows); greedy_realistic lazy 8.2 s vs plain 42.0 s on the device (5.2x; a rerun after the CPU-side
+changes of that day: 8.2 s vs 37.3 s, 4.6x; the same lazy greedy takes ~80 s on this repo's 2-core CPU machine).
 
     bash benchmarks/gpu_check.sh                 # on a CUDA machine, ~3-5 minutes
     bash benchmarks/gpu_check.sh --cpu-smoke     # anywhere, < 2 minutes
