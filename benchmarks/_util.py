@@ -1,4 +1,4 @@
-"""Tiny helpers shared by the benchmark scripts: a plain-text table and a timer. No dependencies."""
+"""Tiny helpers shared by the benchmark scripts: a plain-text table, a timer, synthetic FisherSFT features."""
 
 from __future__ import annotations
 
@@ -31,3 +31,12 @@ def timed(out: dict, key: str):
     w, c = time.perf_counter(), time.process_time()
     yield
     out[key] = (time.perf_counter() - w, time.process_time() - c)
+
+
+def make_features(n: int, lo: int, hi: int, d: int, seed: int = 0) -> list:
+    """n ragged float32 examples of lo..hi tokens of N(0, Sigma) in d dims, Sigma's eigenvalues spread 1..0.01."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(np.logspace(0, -2, d))
+    return [(rng.standard_normal((int(m), d)) * scale).astype(np.float32) for m in rng.integers(lo, hi + 1, n)]

@@ -49,18 +49,12 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _util import table  # noqa: E402
+from _util import make_features, table  # noqa: E402
 
 from curate.selectors.fisher import greedy_logdet  # noqa: E402
 
 TIE_RTOL = 1e-9
 CHUNK = 1 << 22  # elements of one padded batch, as in curate
-
-
-def make_features(n: int, lo: int, hi: int, d: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    scale = np.sqrt(np.logspace(0, -2, d))
-    return [(rng.standard_normal((int(m), d)) * scale).astype(np.float32) for m in rng.integers(lo, hi + 1, n)]
 
 
 def _buckets(lengths: np.ndarray, d: int) -> list[np.ndarray]:

@@ -48,6 +48,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the GPU machine reaches nothing: never wait on the hub
 os.environ.setdefault("CURATE_QUIET", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # _util, last: benchmark scripts never shadow a package
 
 
 @dataclass
@@ -221,14 +222,13 @@ def check_greedy(ctx: dict) -> None:
 def check_greedy_realistic(ctx: dict) -> None:
     import numpy as np
     import torch
+    from _util import make_features  # benchmarks/_util.py: the features of benchmarks/fisher_greedy.py
 
     from curate.selectors.fisher import greedy_logdet, plain_greedy_logdet
 
     n, lo, hi, d, k, steps = ctx["sizes"].realistic
     device = ctx["device"]
-    rng = np.random.default_rng(0)  # as benchmarks/fisher_greedy.py: N(0, Sigma), eigenvalues 1..0.01
-    scale = np.sqrt(np.logspace(0, -2, d))
-    feats = [(rng.standard_normal((int(m), d)) * scale).astype(np.float32) for m in rng.integers(lo, hi + 1, n)]
+    feats = make_features(n, lo, hi, d)
 
     def timed(fn, kk):
         if device.startswith("cuda"):

@@ -198,7 +198,7 @@ class LogDetState:
         valid = (ar[None, :] < self.m[ids][:, None]).ravel()
         at = (self.offsets[ids][:, None] + ar[None, :]).ravel()
         # One gather of every (padded) position; a padding position reads row 0 and is zeroed after.
-        rows = np.take(self.src, np.where(valid, at, 0) if len(self.src) else at[valid], axis=0)
+        rows = np.take(self.src, np.where(valid, at, 0), axis=0)  # only examples with rows get here
         if not valid.all():
             rows[~valid] = 0
         if self._check_rows and not np.isfinite(rows).all():
@@ -277,7 +277,10 @@ class LogDetState:
             # One by one: group by when each kernel was last updated, one product with the rows added since serves
             # the group. Padded batches: one product with the rows since the oldest, each kernel's own masked.
             here = inc & (wid == w)
-            groups = [kr[here] == f for f in np.unique(kr[here])] if self._one_by_one(w) else [kr[here] >= 0]
+            if self._one_by_one(w):
+                groups = [kr[here] == f for f in np.unique(kr[here])]
+            else:
+                groups = [np.ones(np.count_nonzero(here), dtype=bool)]
             for same in groups:
                 grp, first = pos[here][same], kr[here][same]
                 for sel in self._batches(np.full(len(grp), w), self.d + self.r - int(first.min(initial=self.r))):
@@ -349,6 +352,7 @@ class LogDetState:
         else:
             A, alpha = np.matmul(flat, self._w[first : self.r].numpy().T).T, -1.0  # Q^T, (rows since) x sum M_i
         g = np.empty(len(ids))
+        keep = np.zeros(len(ids), dtype=bool)
         for b, i in enumerate(ids):
             s0, s1, slot = int(starts[b]), int(starts[b + 1]), int(slots[b])
             m = s1 - s0
@@ -368,15 +372,13 @@ class LogDetState:
                     overwrite_c=1,
                 )
                 tr = float(np.trace(K))
-            if slot >= 0 and (first is None or tr >= _DRIFT * self._ktr[i]):
+            keep[b] = slot >= 0 and (first is None or tr >= _DRIFT * self._ktr[i])
+            if keep[b]:
                 buf[slot, :m, :m] = K
-                self._kr[i] = self.r
-                self._kepoch[i] = self.epoch
-            else:
-                self._kr[i] = -1
             K[np.diag_indices(m)] += 1.0
             L, info = spotrf(K, lower=1, clean=0, overwrite_a=1)
             g[b] = 2.0 * float(np.log(np.diagonal(L)).sum()) if info == 0 else np.nan
+        self._mark(ids, keep)
         return g
 
     def _fresh32(self, ids: np.ndarray, width: int) -> np.ndarray:
@@ -428,16 +430,16 @@ class LogDetState:
     def _remember(self, ids: np.ndarray, K, keep: np.ndarray, width: int) -> None:
         import torch
 
-        self._kr[ids[~keep]] = -1
-        ids = ids[keep]
-        if len(ids) == 0:
-            return
-        self._buffer(width)
-        self._bufs[width][torch.as_tensor(self._slot[ids], device=self.device)] = (
-            K if keep.all() else K[torch.as_tensor(keep)]
-        )
-        self._kr[ids] = self.r
-        self._kepoch[ids] = self.epoch
+        self._mark(ids, keep)
+        if keep.any():
+            self._buffer(width)[torch.as_tensor(self._slot[ids[keep]], device=self.device)] = (
+                K if keep.all() else K[torch.as_tensor(keep)]
+            )
+
+    def _mark(self, ids: np.ndarray, keep: np.ndarray) -> None:
+        """Kept kernels are up to date as of now; the others are not cached (recomputed fresh next time)."""
+        self._kr[ids] = np.where(keep, self.r, -1)
+        self._kepoch[ids[keep]] = self.epoch
 
     def add(self, j: int) -> None:
         """Add example j to V and update V^-1 (Woodbury when M_j <= d, else a fresh inverse)."""
