@@ -58,6 +58,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, Self
 
 import numpy as np
@@ -89,6 +90,8 @@ _DRIFT = 0.1
 # are evaluated one at a time on their own rows (no padding), with BLAS's triangular and symmetric rank-k products
 # and LAPACK's Cholesky; cheaper ones in padded batches, where per-call overhead would dominate.
 _EACH_MADDS = 1 << 23
+# The fixed cost of one round of evaluations (Python, gathers, small calls) in multiply-adds: ~1 ms here.
+_CALL_MADDS = 1 << 25
 
 
 def _tie_threshold(best: float) -> float:
@@ -135,6 +138,10 @@ class LogDetState:
             self._check_rows = False
         self.d = d = int(self.src.shape[1])
         self.n = len(self.m)
+        # Evaluations that cost about as much as one call's fixed overhead: a round may take this many more than
+        # it expects to need (cheap rows: an extra round costs more than evaluating a few hundred extra).
+        madds = self.m * d * (d + self.m)
+        self.slack = int(_CALL_MADDS // max(1.0, float(madds[self.m > 0].mean()))) if (self.m > 0).any() else 0
         self.offsets = (np.cumsum(self.m) - self.m).astype(np.int64)
         eye = torch.eye(d, dtype=torch.float64, device=self.device)
         self.vinv = eye / self.lam
@@ -291,7 +298,7 @@ class LogDetState:
         bad = pos[~np.isfinite(g[pos])]  # float32 Cholesky failed: exact instead
         if len(bad):
             g[bad] = self.gains(idx[bad])
-        ok = np.setdiff1d(pos, bad)
+        ok = np.setdiff1d(pos, bad) if len(bad) else pos
         g[ok] = np.maximum(g[ok], 0.0)
         err[ok] = g[ok] * _F32_RTOL + _F32_ATOL
         return g, err
@@ -338,9 +345,7 @@ class LogDetState:
         flops of a general product). Up to date: K_i -= Q_i Q_i^T with Q = X W^T over the Woodbury rows since
         ``first``. Only K_i's lower triangle is computed, kept and read.
         """
-        from scipy.linalg.blas import ssyrk, strmm
-        from scipy.linalg.lapack import spotrf
-
+        ssyrk, strmm, spotrf = _blas()
         flat, starts = self._flat32(ids)
         slots = self._slot[ids]
         buf = self._buffer(width).numpy() if (slots >= 0).any() else None  # CPU only: shares the tensor's memory
@@ -392,8 +397,7 @@ class LogDetState:
         elif self.device.type == "cpu":
             # K = (X U)(X U)^T with V^-1 = U U^T: BLAS's triangular product does X U in half the flops of X V^-1
             # (measured 2.2x faster here), and K comes out positive semi-definite by construction.
-            from scipy.linalg.blas import strmm
-
+            strmm = _blas()[1]
             flat = X.reshape(-1, self.d).numpy()
             Y = strmm(1.0, self._u(), flat.T, lower=1, trans_a=1, overwrite_b=1).T  # in place: U^T X^T
             Y = torch.from_numpy(np.ascontiguousarray(Y)).reshape(X.shape)
@@ -475,6 +479,15 @@ class LogDetState:
         self.f32 = False
         self._kr[:] = -1
         self._bufs.clear()
+
+
+@cache
+def _blas() -> tuple[Any, Any, Any]:
+    """scipy's ssyrk, strmm and spotrf, imported once (a ``from scipy.linalg.blas import`` costs ~0.5 ms a call)."""
+    from scipy.linalg.blas import ssyrk, strmm
+    from scipy.linalg.lapack import spotrf
+
+    return ssyrk, strmm, spotrf
 
 
 def _width_class(m: np.ndarray) -> np.ndarray:
@@ -590,6 +603,7 @@ def _lazy_greedy(
     fresh = np.ones(n, dtype=bool)
     alive = np.ones(n, dtype=bool)
     batch = 1
+    cap = 512 + 4 * state.slack  # the most one round takes (more where evaluations are cheap)
     while len(picks) < k:
         if left is not None:
             alive &= tokens <= left  # the token budget only shrinks: what does not fit now never will
@@ -602,12 +616,13 @@ def _lazy_greedy(
             need = np.nonzero(alive & ~fresh & (hi >= _tie_threshold(best)))[0]
             if len(need) == 0:
                 break
-            if len(need) > size:
+            if len(need) > size + state.slack:
                 # The largest bounds first; one vectorised evaluation of a batch is far cheaper than many
-                # single ones, and the extra gains only tighten bounds.
-                need = need[np.argpartition(-hi[need], size - 1)[:size]]
+                # single ones, and the extra gains only tighten bounds. ``slack`` more cost about one call.
+                take = size + state.slack
+                need = need[np.argpartition(-hi[need], take - 1)[:take]]
             stale_hi = np.concatenate([stale_hi, hi[need]])
-            size = min(2 * size, 512)  # still not done: the next round takes more at once
+            size = min(2 * size, cap)  # still not done: the next round takes more at once
             g, err = state.estimate(need)
             hi[need], lo[need] = g + err, g - err
             fresh[need] = True
@@ -639,7 +654,7 @@ def _lazy_greedy(
         fresh = hi == 0.0
         # The next step likely needs about as many re-evaluations as this one did: those whose stale bound
         # reached the pick's gain (any exact lazy loop evaluates them), not the batches' overshoot.
-        batch = int(min(512, max(8, np.count_nonzero(stale_hi >= _tie_threshold(gains[-1])))))
+        batch = int(min(cap, max(8, np.count_nonzero(stale_hi >= _tie_threshold(gains[-1])))))
     return np.asarray(picks, dtype=np.int64), np.asarray(gains, dtype=np.float64)
 
 
