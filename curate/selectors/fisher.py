@@ -148,6 +148,7 @@ class LogDetState:
         self.V = eye * self.lam
         self.vinv32 = self.vinv.float()
         self._u32: np.ndarray | None = None  # float32 Cholesky factor of V^-1 (CPU), made when first needed
+        self._u64: np.ndarray | bool | None = None  # its float64 original (False: the factorisation failed)
         self.f32 = True  # estimates in float32 until a margin check fails
         self._w = torch.zeros(64, d, dtype=torch.float32, device=self.device)  # Woodbury rows, grown by doubling
         self.r = 0  # Woodbury rows so far
@@ -235,6 +236,8 @@ class LogDetState:
         import torch
 
         width = int(self.m[ids].max())
+        if width <= self.d and self._one_by_one(width) and self._chol64() is not None:
+            return self._each64(ids)
         X = self._rows(ids, width, torch.float64)  # padded rows are zero and add log 1 = 0
         if width <= self.d:
             K = (X.reshape(-1, self.d) @ self.vinv).reshape(X.shape) @ X.transpose(1, 2)
@@ -303,12 +306,33 @@ class LogDetState:
         err[ok] = g[ok] * _F32_RTOL + _F32_ATOL
         return g, err
 
-    def _flat32(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The rows of ``ids`` one after another, float32 (sum M_i x d, C order), and where each example starts."""
+    def _each64(self, ids: np.ndarray) -> np.ndarray:
+        """Exact float64 gains on the CPU, one example at a time on its own rows (as ``_each``, without a cache)."""
+        dsyrk, dtrmm, dpotrf = _blas(np.float64)
+        flat, starts = self._flat32(ids, np.float64)
+        if self.r == 0 and self.epoch == 0:  # nothing picked yet: V^-1 = I / lam
+            A, alpha = flat.T, 1.0 / self.lam
+        else:
+            A, alpha = dtrmm(1.0, self._chol64(), flat.T, lower=1, trans_a=1, overwrite_b=1), 1.0
+        g = np.empty(len(ids))
+        for b in range(len(ids)):
+            Y = A[:, int(starts[b]) : int(starts[b + 1])]
+            K = dsyrk(alpha, Y, trans=1, lower=1)
+            K[np.diag_indices(len(K))] += 1.0
+            L, info = dpotrf(K, lower=1, clean=0, overwrite_a=1)
+            if info == 0:
+                g[b] = 2.0 * float(np.log(np.diagonal(L)).sum())
+            else:  # I + K is positive definite in exact arithmetic: only rounding gets here
+                K = alpha * (Y.T @ Y) + np.eye(Y.shape[1])
+                g[b] = float(np.linalg.slogdet(K)[1])
+        return g
+
+    def _flat32(self, ids: np.ndarray, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``ids`` one after another (sum M_i x d, C order, ``dtype``), and where each example starts."""
         m = self.m[ids]
         starts = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(m, out=starts[1:])
-        out = np.empty((int(starts[-1]), self.d), dtype=np.float32)
+        out = np.empty((int(starts[-1]), self.d), dtype=dtype)
         for b, i in enumerate(ids):
             o = int(self.offsets[i])
             out[starts[b] : starts[b + 1]] = self.src[o : o + int(m[b])]
@@ -321,8 +345,19 @@ class LogDetState:
         import torch
 
         if self._u32 is None:
-            self._u32 = np.asfortranarray(torch.linalg.cholesky(self.vinv).float().numpy())
+            u = self._chol64()
+            u = torch.linalg.cholesky(self.vinv).numpy() if u is None else u  # raises what the failure was
+            self._u32 = np.asfortranarray(u, dtype=np.float32)
         return self._u32
+
+    def _chol64(self) -> np.ndarray | None:
+        """V^-1's float64 lower Cholesky factor (CPU, Fortran order, once per V); None if rounding broke it."""
+        import torch
+
+        if self._u64 is None:
+            L, info = torch.linalg.cholesky_ex(self.vinv)
+            self._u64 = np.asfortranarray(L.cpu().numpy()) if int(info) == 0 else False
+        return None if self._u64 is False else self._u64
 
     def _buffer(self, width: int):
         """The cached kernels of a width class, (slots, width, width) float32, allocated when first needed."""
@@ -472,7 +507,7 @@ class LogDetState:
         # Woodbury drifts off symmetry in the last bits; keep it exactly symmetric.
         self.vinv = 0.5 * (self.vinv + self.vinv.T)
         self.vinv32 = self.vinv.float()
-        self._u32 = None
+        self._u32 = self._u64 = None
 
     def exact_only(self) -> None:
         """Switch ``estimate`` to exact float64 for the rest of the run (drops the float32 kernel cache)."""
@@ -482,12 +517,12 @@ class LogDetState:
 
 
 @cache
-def _blas() -> tuple[Any, Any, Any]:
-    """scipy's ssyrk, strmm and spotrf, imported once (a ``from scipy.linalg.blas import`` costs ~0.5 ms a call)."""
-    from scipy.linalg.blas import ssyrk, strmm
-    from scipy.linalg.lapack import spotrf
+def _blas(dtype: Any = np.float32) -> tuple[Any, Any, Any]:
+    """scipy's syrk, trmm and potrf for ``dtype``, looked up once (an in-function import costs ~0.5 ms a call)."""
+    from scipy.linalg import blas, lapack
 
-    return ssyrk, strmm, spotrf
+    p = "s" if dtype == np.float32 else "d"
+    return getattr(blas, p + "syrk"), getattr(blas, p + "trmm"), getattr(lapack, p + "potrf")
 
 
 def _width_class(m: np.ndarray) -> np.ndarray:
