@@ -59,12 +59,17 @@ GOLDEN = [
 
 
 def test_golden_picks_and_gains():
-    idx, gains = greedy_logdet(GOLDEN, 5, lam=1.0)
+    counts: dict = {}
+    idx, gains = greedy_logdet(GOLDEN, 5, lam=1.0, stats=counts)
     # step 1: log(1 + 4) beats log 4 (three-way tie below it); step 2: V = diag(5, 1, 1), three e3 tokens give
     # log(1 + 3); step 3: V = diag(5, 1, 4), x = 1 gives log(1 + 1/5 + 1 + 1/4) = log(49/20); step 4:
     # det(V + e1e1' + e2e2') / det V = 92 / 49; the empty example comes last with gain 0.
     assert idx.tolist() == [1, 2, 3, 0, 4]
     np.testing.assert_allclose(gains, np.log([5.0, 4.0, 49 / 20, 92 / 49, 1.0]), rtol=1e-12, atol=1e-15)
+    # Evaluations: all 5 to start; step 2 re-evaluates examples 0, 2, 3 (bounds log 4 each, all reach the pick
+    # log 4); step 3 examples 0 (bound log 2.4) and 3 (bound log 3.2), but only 3's reaches the pick log 2.45;
+    # step 4 example 0 (log 2.4 >= log 92/49). The empty example's gain is exact (0) and never re-evaluated.
+    assert counts == {"evaluations": 11, "forced": 10}
     want_idx, want_gains = brute_force(GOLDEN, 5)
     assert idx.tolist() == want_idx
     np.testing.assert_allclose(gains, want_gains, rtol=1e-9, atol=1e-12)

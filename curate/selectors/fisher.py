@@ -153,6 +153,7 @@ class LogDetState:
         self._w = torch.zeros(64, d, dtype=torch.float32, device=self.device)  # Woodbury rows, grown by doubling
         self.r = 0  # Woodbury rows so far
         self.epoch = 0  # bumped by an update that is not a Woodbury step: cached kernels then go stale
+        self.evaluations = self.forced = 0  # the lazy loop's counts (see greedy_logdet)
         # Short examples (0 < M_i <= d) fall in width classes (padding <= 25%); each class keeps its cached kernels
         # in one (slots, w, w) float32 tensor, so a batch gathers and stores them with one index each.
         self.width = np.zeros(self.n, dtype=np.int64)
@@ -634,6 +635,7 @@ def _lazy_greedy(
     # [lo, hi] brackets i's gain when last evaluated (float32 +- margin, or exact). hi stays an upper bound as V
     # grows, since gains only shrink; an exact zero (hi == 0) needs no re-evaluation, gains being >= 0.
     g, err = state.estimate(np.arange(n))
+    state.evaluations = state.forced = n  # every candidate once, to start
     hi, lo = g + err, g - err
     fresh = np.ones(n, dtype=bool)
     alive = np.ones(n, dtype=bool)
@@ -644,9 +646,22 @@ def _lazy_greedy(
             alive &= tokens <= left  # the token budget only shrinks: what does not fit now never will
         stale_hi = np.full(0, 0.0)  # the bounds that the candidates evaluated this step had before
         size = batch
+        broken = False
         while True:
             known = alive & fresh
-            best = float(lo[known].max()) if known.any() else -np.inf  # the best exact gain is at least this
+            best = -np.inf  # the best exact gain is at least this
+            if known.any():
+                at = np.nonzero(known)[0]
+                top = int(at[np.argmax(lo[at])])
+                if hi[top] > lo[top]:
+                    # The leader's exact gain (float64) is the best exact gain: nothing in the float32 margin
+                    # below it needs re-evaluating (with dense gains that band holds a quarter of the candidates).
+                    exact = float(state.gains(np.array([top]))[0])
+                    if not lo[top] <= exact <= hi[top]:
+                        broken = True
+                        break
+                    hi[top] = lo[top] = exact
+                best = float(lo[known].max())
             # Only stale candidates whose bound could beat or tie the best exact gain need re-evaluating.
             need = np.nonzero(alive & ~fresh & (hi >= _tie_threshold(best)))[0]
             if len(need) == 0:
@@ -657,27 +672,30 @@ def _lazy_greedy(
                 take = size + state.slack
                 need = need[np.argpartition(-hi[need], take - 1)[:take]]
             stale_hi = np.concatenate([stale_hi, hi[need]])
+            state.evaluations += len(need)
             size = min(2 * size, cap)  # still not done: the next round takes more at once
             g, err = state.estimate(need)
             hi[need], lo[need] = g + err, g - err
             fresh[need] = True
-        if best == -np.inf:
+        if not broken and best == -np.inf:
             break
         # Every candidate that could tie the best gets its exact float64 gain, so the tie rule sees what plain
         # greedy sees: the lowest index among the gains within TIE_RTOL of the best.
         close = np.nonzero(alive & fresh & (hi >= _tie_threshold(best)))[0]
         loose = close[hi[close] > lo[close]]
-        if len(loose):
+        if len(loose) and not broken:
             exact = state.gains(loose)
-            if np.any((exact > hi[loose]) | (exact < lo[loose])):
-                # A float32 gain left its margin: no float32 bound can be trusted, so start over exactly.
-                state.exact_only()
-                hi = np.zeros(n)
-                hi[alive] = state.gains(np.nonzero(alive)[0])
-                lo = hi.copy()
-                fresh = np.ones(n, dtype=bool)
-                continue
-            hi[loose] = lo[loose] = exact
+            broken = bool(np.any((exact > hi[loose]) | (exact < lo[loose])))
+            if not broken:
+                hi[loose] = lo[loose] = exact
+        if broken:
+            # A float32 gain left its margin: no float32 bound can be trusted, so start over exactly.
+            state.exact_only()
+            hi = np.zeros(n)
+            hi[alive] = state.gains(np.nonzero(alive)[0])
+            lo = hi.copy()
+            fresh = np.ones(n, dtype=bool)
+            continue
         top = float(hi[close].max())
         j = int(close[hi[close] >= _tie_threshold(top)][0])
         picks.append(j)
@@ -689,7 +707,9 @@ def _lazy_greedy(
         fresh = hi == 0.0
         # The next step likely needs about as many re-evaluations as this one did: those whose stale bound
         # reached the pick's gain (any exact lazy loop evaluates them), not the batches' overshoot.
-        batch = int(min(cap, max(8, np.count_nonzero(stale_hi >= _tie_threshold(gains[-1])))))
+        forced = int(np.count_nonzero(stale_hi >= _tie_threshold(gains[-1])))
+        state.forced += forced
+        batch = int(min(cap, max(8, forced)))
     return np.asarray(picks, dtype=np.int64), np.asarray(gains, dtype=np.float64)
 
 
@@ -701,6 +721,7 @@ def greedy_logdet(
     budget_tokens: int | None = None,
     tokens: Sequence[int] | np.ndarray | None = None,
     device: Any = None,
+    stats: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lazy greedy maximisation of log det(lam I + sum_{i in S} X_i^T X_i); exactly plain greedy's answer.
 
@@ -708,7 +729,9 @@ def greedy_logdet(
     float dtype, may be an ``np.memmap``) and ``.lengths`` (M_i), see `FlatFeatures`. Stops after ``k`` picks
     (None = no limit) or when nothing fits ``budget_tokens`` (example i costs ``tokens[i]``, default M_i;
     candidates that no longer fit are skipped and the loop goes on). Returns picked indices in pick order and
-    each pick's exact float64 gain.
+    each pick's exact float64 gain. ``stats``, if given, receives the loop's gain ``evaluations`` and how many of
+    them were ``forced``: of candidates whose bound reached the gain picked at that step (every exact lazy greedy
+    with these bounds evaluates those; the rest are the rounds' overshoot).
 
     >>> X = [np.array([[1.0, 0.0]]), np.array([[2.0, 0.0]]), np.array([[0.0, 1.0]])]
     >>> idx, g = greedy_logdet(X, 2)
@@ -720,7 +743,10 @@ def greedy_logdet(
         tokens = getattr(features, "tokens", None)
     tokens_arr = _check_args(state.m, k, budget_tokens, tokens)
     with _one_cpu_thread(state.device):
-        return _lazy_greedy(state, k, budget_tokens, tokens_arr)
+        out = _lazy_greedy(state, k, budget_tokens, tokens_arr)
+    if stats is not None:
+        stats.update(evaluations=state.evaluations, forced=state.forced)
+    return out
 
 
 def plain_greedy_logdet(
