@@ -18,18 +18,23 @@ the rate of the other k - 1. curate always runs all k steps.
     python benchmarks/fisher_greedy.py            # realistic (N=2000 x 50-300 tokens x d=576, k=100); N=20000
     python benchmarks/fisher_greedy.py --quick    # smaller sizes, all steps measured, < 3 min
 
-Measured 2026-11-30 (CPU seconds, min of 3 interleaved repeats, 2-core AVX2 machine, one thread each), vs plain /
-vs incremental: realistic (N=2000 x 50-300 tokens x d=576, k=100) curate 79.7 s, 13.3x / 6.9x; the issue's N=20000
-(8 tokens x 128, k=1000) 17.9 s, 20.7x / 4.8x; large N (20000 x 8-64 x 128, k=100) 23.2 s, 9.3x / 4.9x. With a CI
-run sharing the machine: 12.6x / 6.5x, 19.0x / 3.5x, 8.0x / 5.2x. Issue #19 asks for 20x and 5x.
-What bounds it at the realistic size: 90% of the 30,409 evaluations are of candidates whose stale bound reaches
-the pick's gain (any exact lazy loop evaluates them), the near-tied long rows (~280 tokens); each already runs at
-BLAS speed (one by one, unpadded: a triangular product, a symmetric rank-k product, a Cholesky), and costs ~1.8x
-the average row that plain greedy evaluates. On real SmolLM2 hidden states of 600 GSM8K answers (31-455 tokens,
-k=40) an earlier version ran 8.7x plain and 5.3x incremental, about as on synthetic features of the same lengths.
-Tried and not kept (branch exp/fisher-first-order-bound, docs/experiments there): tightening stale bounds by the
-first-order decrease <H_i, V_s^-1 - V^-1>, H_i = X_i^T (I + K_i)^-1 X_i. It cut evaluations 2.5x (33,102 to 13,209)
-but H cost as much as an evaluation then (before the one-by-one path halved their cost): 112.6 s with 2 GB of H.
+Measured 2026-11-30 (CPU seconds, min of 3 interleaved repeats, 2-core AVX2 machine, one thread
+each, nothing else running), vs plain / vs incremental: realistic (N=2000 x 50-300 tokens x d=576, k=100) curate
+76.4 s, 14.7x / 7.3x; the issue's N=20000 (8 tokens x 128, k=1000) 13.5 s, 27.7x / 4.8x; large N (20000 x 8-64 x
+128, k=100) 21.2 s, 10.0x / 5.6x. Issue #19 asks for 20x and 5x. The incremental baseline at N=20000 is the
+noisiest figure: its min over 3 repeats was 64.3, 64.5, 82.3 and 88.9 s in four clean runs of the same code
+(4.1x-5.8x); curate's own time varies by ~15%.
+What bounds it at the realistic size: 93% of curate's 32,259 evaluations are forced (the candidate's stale
+bound reached that step's pick, so any exact lazy greedy with these bounds makes them; a margin of 0 instead of
+the float32 one would save 3%), and BLAS/LAPACK calls (triangular, symmetric rank-k, Cholesky, at this core's
+gemm speed) are ~80% of the run. A loop with no overhead that made only the forced evaluations would take ~60 s,
+~19x plain: 20x needs fewer evaluations than forced, i.e. tighter bounds, or faster kernels. The tighter bounds
+tried (branch exp/fisher-first-order-bound, docs/experiments there) cost more than they save: any bound on how
+far example i's gain fell needs X_i W^T over the new Woodbury rows W (the incremental evaluation's own product)
+or a stored d x d H_i per example (2.6 GB here, ~1.5 evaluations to form); and on these features the pick's
+rows W are near-isometric on ~300 directions, so a low-rank sketch of either side keeps ~s/300 of the decrease.
+On real SmolLM2 hidden states of 600 GSM8K answers (31-455 tokens, k=40) an earlier version ran 8.7x plain and
+5.3x incremental, about as on synthetic features of the same lengths.
 """
 
 from __future__ import annotations
