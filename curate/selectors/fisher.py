@@ -310,7 +310,7 @@ class LogDetState:
     def _each64(self, ids: np.ndarray) -> np.ndarray:
         """Exact float64 gains on the CPU, one example at a time on its own rows (as ``_each``, without a cache)."""
         dsyrk, dtrmm, dpotrf = _blas(np.float64)
-        flat, starts = self._flat32(ids, np.float64)
+        flat, starts = self._flat(ids, np.float64)
         if self.r == 0 and self.epoch == 0:  # nothing picked yet: V^-1 = I / lam
             A, alpha = flat.T, 1.0 / self.lam
         else:
@@ -328,7 +328,7 @@ class LogDetState:
                 g[b] = float(np.linalg.slogdet(K)[1])
         return g
 
-    def _flat32(self, ids: np.ndarray, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    def _flat(self, ids: np.ndarray, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """The rows of ``ids`` one after another (sum M_i x d, C order, ``dtype``), and where each example starts."""
         m = self.m[ids]
         starts = np.zeros(len(ids) + 1, dtype=np.int64)
@@ -382,7 +382,7 @@ class LogDetState:
         ``first``. Only K_i's lower triangle is computed, kept and read.
         """
         ssyrk, strmm, spotrf = _blas()
-        flat, starts = self._flat32(ids)
+        flat, starts = self._flat(ids)
         slots = self._slot[ids]
         buf = self._buffer(width).numpy() if (slots >= 0).any() else None  # CPU only: shares the tensor's memory
         if first is None:
@@ -652,15 +652,15 @@ def _lazy_greedy(
             best = -np.inf  # the best exact gain is at least this
             if known.any():
                 at = np.nonzero(known)[0]
-                top = int(at[np.argmax(lo[at])])
-                if hi[top] > lo[top]:
+                lead = int(at[np.argmax(lo[at])])
+                if hi[lead] > lo[lead]:
                     # The leader's exact gain (float64) is the best exact gain: nothing in the float32 margin
                     # below it needs re-evaluating (with dense gains that band holds a quarter of the candidates).
-                    exact = float(state.gains(np.array([top]))[0])
-                    if not lo[top] <= exact <= hi[top]:
+                    exact = float(state.gains(np.array([lead]))[0])
+                    if not lo[lead] <= exact <= hi[lead]:
                         broken = True
                         break
-                    hi[top] = lo[top] = exact
+                    hi[lead] = lo[lead] = exact
                 best = float(lo[known].max())
             # Only stale candidates whose bound could beat or tie the best exact gain need re-evaluating.
             need = np.nonzero(alive & ~fresh & (hi >= _tie_threshold(best)))[0]
@@ -681,12 +681,12 @@ def _lazy_greedy(
             break
         # Every candidate that could tie the best gets its exact float64 gain, so the tie rule sees what plain
         # greedy sees: the lowest index among the gains within TIE_RTOL of the best.
-        close = np.nonzero(alive & fresh & (hi >= _tie_threshold(best)))[0]
-        loose = close[hi[close] > lo[close]]
-        if len(loose) and not broken:
-            exact = state.gains(loose)
-            broken = bool(np.any((exact > hi[loose]) | (exact < lo[loose])))
-            if not broken:
+        if not broken:
+            close = np.nonzero(alive & fresh & (hi >= _tie_threshold(best)))[0]
+            loose = close[hi[close] > lo[close]]
+            if len(loose):
+                exact = state.gains(loose)
+                broken = bool(np.any((exact > hi[loose]) | (exact < lo[loose])))
                 hi[loose] = lo[loose] = exact
         if broken:
             # A float32 gain left its margin: no float32 bound can be trusted, so start over exactly.
