@@ -29,12 +29,15 @@ bound reached that step's pick, so any exact lazy greedy with these bounds makes
 the float32 one would save 3%), and BLAS/LAPACK calls (triangular, symmetric rank-k, Cholesky, at this core's
 gemm speed) are ~80% of the run. A loop with no overhead that made only the forced evaluations would take ~60 s,
 ~19x plain: 20x needs fewer evaluations than forced, i.e. tighter bounds, or faster kernels. The tighter bounds
-tried (branch exp/fisher-first-order-bound, docs/experiments there) cost more than they save: any bound on how
+tried earlier (experiments not kept on main) cost more than they save: any bound on how
 far example i's gain fell needs X_i W^T over the new Woodbury rows W (the incremental evaluation's own product)
-or a stored d x d H_i per example (2.6 GB here, ~1.5 evaluations to form). Not yet tried in the loop: a rank-s
-sketch, ||L_s^-1 X_i W^T P||^2 with P the pick's top s directions and L_s the Cholesky factor of i's last
-evaluation. Offline (exact float64, stale bounds one step old) it prunes 297 of 486, 76 of 126 and 23 of 39 forced
-candidates at steps 6, 21 and 61 with s = 128, for ~1/3.5 of an evaluation each: the next lead.
+or a stored d x d H_i per example (2.6 GB here, ~1.5 evaluations to form). Tried in the loop on 2026-11-30 and
+dropped: staged evaluations. Each pick's Woodbury rows were stored rotated to its downdate's singular directions,
+largest first, and a cached kernel took the first 32 rows of each pick since first: K_i minus that part is >= the
+up to date K_i, so its log det is an upper bound, and an example whose bound fell under the best gain so far stopped
+there. Picks unchanged, but only 25-35% of the staged examples stopped (even with the step's final pick gain as the
+threshold), the extra Cholesky and the older caches of the stopped ones cost more: 119 s against 79 s at the
+realistic size, 23 s against 16-18 s at N=600.
 On real SmolLM2 hidden states of 600 GSM8K answers (31-455 tokens, k=40) an earlier version ran 8.7x plain and
 5.3x incremental, about as on synthetic features of the same lengths.
 """
