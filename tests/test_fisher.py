@@ -417,7 +417,7 @@ def test_synthetic_experiment_fisher_beats_uniform():
 @pytest.mark.slow
 def test_real_model_on_gsm8k(tmp_path, fisher_registered):
     store = tmp_path / "store"
-    full = api.import_data(str(Path("/work/shared/data/gsm8k/test.jsonl")), name="gsm8k", store=store)
+    full = api.import_data(str(REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"), name="gsm8k", store=store)
     api.save(full.to_arrow().slice(0, 6), name="gsm8k-6", store=store)
     out = run_selector("gsm8k-6", method="fisher", name="gsm8k-fisher", store=store, budget=3)
     gains = out.to_arrow().column("fisher_gain").to_pylist()
