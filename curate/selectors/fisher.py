@@ -729,9 +729,10 @@ def greedy_logdet(
     float dtype, may be an ``np.memmap``) and ``.lengths`` (M_i), see `FlatFeatures`. Stops after ``k`` picks
     (None = no limit) or when nothing fits ``budget_tokens`` (example i costs ``tokens[i]``, default M_i;
     candidates that no longer fit are skipped and the loop goes on). Returns picked indices in pick order and
-    each pick's exact float64 gain. ``stats``, if given, receives the loop's gain ``evaluations`` and how many of
-    them were ``forced``: of candidates whose bound reached the gain picked at that step (every exact lazy greedy
-    with these bounds evaluates those; the rest are the rounds' overshoot).
+    each pick's exact float64 gain. ``stats``, if given, receives the loop's gain ``evaluations`` (every candidate
+    once to start, then each re-evaluation of a stale bound; the float64 re-checks of the leader and of near-ties
+    are not counted) and how many of them were ``forced``: of candidates whose bound reached the gain picked at
+    that step (every exact lazy greedy with these bounds evaluates those; the rest are the rounds' overshoot).
 
     >>> X = [np.array([[1.0, 0.0]]), np.array([[2.0, 0.0]]), np.array([[0.0, 1.0]])]
     >>> idx, g = greedy_logdet(X, 2)
