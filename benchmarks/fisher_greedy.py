@@ -38,6 +38,20 @@ up to date K_i, so its log det is an upper bound, and an example whose bound fel
 there. Picks unchanged, but only 25-35% of the staged examples stopped (even with the step's final pick gain as the
 threshold), the extra Cholesky and the older caches of the stopped ones cost more: 119 s against 79 s at the
 realistic size, 23 s against 16-18 s at N=600.
+Tried in the loop on 2026-11-30 and dropped: a first-order bound. log det is concave, so example i's gain fell
+since it was evaluated against V_s by at least <P_i, V_s^-1 - V^-1>, P_i = X_i^T (I + K_i)^-1 X_i (d x d, made
+from the evaluation's Cholesky factor with one triangular solve and one symmetric rank-k product; a P_i from an
+older V stays valid). Bounding a stale candidate then costs one d^2 dot product. It is tight: a float64 simulation
+of the realistic size (no margins, every P_i kept) needed 9,355 evaluations against stale bounds' 29,441. Built in
+the loop (float32 P_i, 512 MB of them, 98% of the bound, picks unchanged) it cut evaluations 1.4-2.2x but not time:
+N=1000 x 50-300 x 576, k=60: 13,817 evaluations 37 s on main, 8,197 in 37 s (6,159 in 41 s with 4 GB of P_i);
+realistic size: 32,259 in 77.5 s, 22,247-23,654 in 78-83 s. Why: an evaluation costs the Woodbury rows added since
+the candidate's last one (M_i d per row, capped by a fresh evaluation, M_i d (d + M_i) / 2), so skipped steps are
+mostly deferred, not saved; the evaluations that remain are fresh ones (on main, N=1000: 7,091 fresh at 2.3 ms and
+5,726 over one pick's ~280 rows at 2.8 ms, BLAS 29 of 34 s, at 60 GFLOP/s for the products), and making P_i
+(1.8-2.4 ms) costs another fresh evaluation. It pays only where a P_i saves three or more evaluations; the near-ties
+that decide each pick are evaluated every step anyway. Evaluation counts are the wrong yardstick here: Woodbury
+rows times M_i d is the work.
 On real SmolLM2 hidden states of 600 GSM8K answers (31-455 tokens, k=40) an earlier version ran 8.7x plain and
 5.3x incremental, about as on synthetic features of the same lengths.
 """
