@@ -321,20 +321,41 @@ def run_cmd(
     recipe: str = typer.Argument(..., help="A YAML recipe, e.g. pipelines/sft-fisher.yaml."),
     set_: list[str] = typer.Option(None, "--set", help="Override: VAR=value, KIND.param=value."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print each step as it would run, and which are done."),
+    as_json: bool = typer.Option(
+        False, "--json", help='Print {"recipe", "steps": [...]} (step lines go to stderr) instead.'
+    ),
 ):
     """Run a pipeline recipe step by step; finished steps are found in the store and skipped."""
+    import dataclasses
+
+    from curate.ops import OPS
     from curate.pipeline import plan_pipeline, run_pipeline
+    from curate.store import get_store
 
     if dry_run:
-        for step in plan_pipeline(recipe, overrides=set_ or ()):
+        planned = plan_pipeline(recipe, overrides=set_ or ())
+        if as_json:
+            _print_json({"recipe": recipe, "dry_run": True, "steps": [dataclasses.asdict(p) for p in planned]})
+            return
+        for step in planned:
             print(step.line())
         return
 
+    shown = err if as_json else out  # with --json, stdout holds the one object and nothing else
+
     def show(r):
         state = "[dim]skipped (done)[/]" if r.skipped else f"[green]done[/] in {r.seconds:.1f}s"
-        out.print(f"step {r.index} {r.kind}: {escape(r.output)} {state}")
+        shown.print(f"step {r.index} {r.kind}: {escape(r.output)} {state}")
 
-    run_pipeline(recipe, overrides=set_ or (), on_step=show)
+    results = run_pipeline(recipe, overrides=set_ or (), on_step=show)
+    if as_json:
+        steps = []
+        for r in results:
+            step = dataclasses.asdict(r)
+            if OPS[r.kind].makes_version:  # the version it made or found: its id, as every maker's --json gives
+                step["id"] = get_store().load(r.output).id
+            steps.append(step)
+        _print_json({"recipe": recipe, "dry_run": False, "steps": steps})
 
 
 COMMANDS = {

@@ -359,3 +359,29 @@ def test_notebook_gets_an_html_progress_bar_updated_in_place(monkeypatch):
     [shown] = nb.cells[0].outputs  # one display, updated in place: no stream of lines in the cell
     assert re.fullmatch(r"scoring: 3/3 done in \d+s", shown["data"]["text/plain"])
     assert shown["data"]["text/html"].startswith('<div><progress value="3" max="3" ')
+
+
+def test_run_prints_one_json_object(tmp_path):
+    s = tmp_path / "store"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "steps:\n"
+        "  - sample: {which: sample-sft, n: 6, name: pool}\n"
+        "  - select: {method: random, budget: 2, name: two}\n"
+        f"  - export: {{format: jsonl, out: {tmp_path / 'exp'}}}\n"
+    )
+    plan = as_json(s, "run", str(recipe), "--dry-run")
+    assert plan["dry_run"] is True and [p["kind"] for p in plan["steps"]] == ["sample", "select", "export"]
+    assert [p["stored"] for p in plan["steps"]] == [False, False, False] and plan["steps"][0]["name"] == "pool"
+    ran = cli(s, "run", str(recipe), "--json")
+    assert "step 0 sample" in ran.stderr  # the step lines, off stdout
+    first = json.loads(ran.stdout)
+    assert [r["kind"] for r in first["steps"]] == ["sample", "select", "export"]
+    assert not any(r["skipped"] for r in first["steps"])
+    pool, two = first["steps"][0], first["steps"][1]
+    assert pool["output"] == "pool@v1" and two["output"] == "two@v1" and "id" not in first["steps"][2]
+    assert two["id"] == as_json(s, "show", "two")["id"] and pool["id"] == plan["steps"][0]["id"]
+    again = as_json(s, "run", str(recipe))  # done steps are found in the store, under the same ids
+    assert [r["skipped"] for r in again["steps"][:2]] == [True, True]
+    assert [r.get("id") for r in again["steps"]] == [r.get("id") for r in first["steps"]]
+    assert [p["stored"] for p in as_json(s, "run", str(recipe), "--dry-run")["steps"][:2]] == [True, True]
