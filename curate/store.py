@@ -1059,7 +1059,16 @@ class Store:
         for p in self._cache_files("shard-*.parquet"):
             if (why := check_shard(p, parse=False)[1]) is not None:
                 problems.append(f"{p}: cache shard {why} (ignored and recomputed; `curate gc --remove` deletes it)")
+        for p in self._flat_files():
+            if (why := check_flat(p)) is not None:
+                problems.append(f"{p}: flat feature file {why} (ignored and rebuilt; `curate gc --remove` deletes it)")
         return problems
+
+    def _flat_files(self) -> list[StorePath]:
+        """The flat feature files (``flat-*.bin``) under the cache, and records (``.json``) whose file is gone."""
+        bins = self._cache_files("flat-*.bin")
+        have = {p.with_suffix(".json") for p in bins}
+        return bins + [p for p in self._cache_files("flat-*.json") if p not in have]
 
     def _cache_files(self, pattern: str) -> list[StorePath]:
         cache = self.root / "cache"
@@ -1175,7 +1184,8 @@ class Store:
 
     def gc(self, *, remove: bool = False, min_age_s: float = 3600.0) -> list[str]:
         """Leftovers: staging folders and files of killed or lost commits, temp files of killed cache and refs
-        writes, and cache shards that fail their hash check.
+        writes, cache shards that fail their hash check, and flat feature files (with their records) that fail
+        theirs.
 
         All are invisible to every reader; this lists them (and deletes them with ``remove=True``). Leftovers of
         a write are only taken when older than ``min_age_s``, so a command still in flight keeps its files; a bad
@@ -1231,6 +1241,10 @@ class Store:
                         p for p in sorted(aux.iterdir()) if f"{AUX_DIR}/{p.name}" not in listed and not _is_link(p)
                     ]
         found += self._cache_files(".shard-*.tmp") + self._cache_files(".settings.*.tmp")
+        # A flat feature file is renamed into place before its record is written: only an old one is surely damaged.
+        for p in self._flat_files():
+            if check_flat(p) is not None:
+                found += [q for q in (p.with_suffix(".bin"), p.with_suffix(".json")) if q.exists() and not _is_link(q)]
         old = [p for p in found if self._age_s(p) >= min_age_s]
         old += [p for p in self._cache_files("shard-*.parquet") if check_shard(p, parse=False)[1] is not None]
         if remove:
@@ -1292,6 +1306,31 @@ def check_shard(
     if "key" not in table.column_names:
         return None, "has no 'key' column"
     return table, None
+
+
+def check_flat(path: StorePath) -> str | None:
+    """None if a flat feature file (``flat-*.bin``) has the size and sha256 its ``.json`` record gives, else what is
+    wrong. ``path`` may also be a record whose file is missing.
+
+    >>> check_flat(Path("cache/features-flat/k/flat-0a1b.bin"))   # doctest: +SKIP
+    'fails its sha256 check'
+    """
+    data, record = path.with_suffix(".bin"), path.with_suffix(".json")
+    if not data.exists():
+        return "is missing (its .json record is left)"
+    if not record.exists():
+        return "has no .json record"
+    try:
+        meta = json.loads(record.read_text())
+        size, digest = int(meta["bytes"]), str(meta["sha256"])
+        actual = data.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"has an unreadable record ({type(e).__name__})"
+    if actual != size:
+        return f"has {actual} bytes, its record says {size}"
+    if sha256_file(data) != digest:
+        return "fails its sha256 check"
+    return None
 
 
 # ------------------------------------------------------------------------------------------ the default store

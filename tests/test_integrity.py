@@ -484,3 +484,43 @@ def test_a_failed_tag_changes_nothing_and_verify_names_symlinks(tmp_path):
     outside.write_bytes(b"x")
     (root / "datasets" / "toy" / "planted").symlink_to(outside)
     assert any(line.endswith("planted: a symlink in the store") for line in store.verify())
+
+
+def test_verify_and_gc_cover_flat_feature_files(tmp_path):
+    import numpy as np
+
+    from curate.scoring import flat_features
+
+    root = tmp_path / "store"
+    store = Store(root)
+    curate.save(_rows(2), name="toy", store=store)
+    folder = Path(store.cache_dir("features-flat", "k1"))
+    folder.mkdir(parents=True)
+    arrays = [np.arange(6, dtype=np.float32).reshape(3, 2), np.ones((1, 2), dtype=np.float32)]
+    good = flat_features(arrays, path=folder / "flat-good.bin").path
+    bad = flat_features(arrays, path=folder / "flat-bad.bin").path
+    orphan_record = flat_features(arrays, path=folder / "flat-gone.bin").path.with_suffix(".json")
+    assert store.verify() == []
+    (folder / "flat-gone.bin").unlink()
+    flip(bad, at=3)
+    recordless = folder / "flat-young.bin"  # as a write that has renamed its file but not yet written the record
+    recordless.write_bytes(b"\0" * 8)
+
+    problems = store.verify()
+    assert problems == [
+        f"{bad}: flat feature file fails its sha256 check (ignored and rebuilt; `curate gc --remove` deletes it)",
+        f"{recordless}: flat feature file has no .json record (ignored and rebuilt; `curate gc --remove` deletes it)",
+        f"{orphan_record}: flat feature file is missing (its .json record is left) (ignored and rebuilt; "
+        "`curate gc --remove` deletes it)",
+    ]
+    p = cli(root, "verify")
+    assert p.returncode == 1 and f"{bad}: flat feature file fails its sha256 check" in p.stderr + p.stdout
+    assert store.gc(remove=True) == [] and bad.exists()  # all young: a write may still be in flight
+    old = time.time() - 7200
+    for f in (bad, bad.with_suffix(".json"), orphan_record):
+        os.utime(f, (old, old))
+    removed = store.gc(remove=True)
+    assert sorted(removed) == sorted(map(str, [bad, bad.with_suffix(".json"), orphan_record]))
+    assert not bad.exists() and not bad.with_suffix(".json").exists() and not orphan_record.exists()
+    assert recordless.exists() and good.exists() and good.with_suffix(".json").exists()
+    assert store.gc(remove=True, min_age_s=0) == [str(recordless)] and store.verify() == []
