@@ -23,8 +23,8 @@ each, nothing else running), vs plain / vs incremental: realistic (N=2000 x 50-3
 76.4 s, 14.7x / 7.3x; the issue's N=20000 (8 tokens x 128, k=1000) 13.5 s, 27.7x / 4.8x; large N (20000 x 8-64 x
 128, k=100) 21.2 s, 10.0x / 5.6x. Issue #19 asks for 20x and 5x. The incremental baseline at N=20000 is the
 noisiest figure: its min over 3 repeats was 64.3, 64.5, 82.3 and 88.9 s in four clean runs of the same code
-(4.1x-5.8x); curate's own time varies by ~15%. Measured again later that day (same code): realistic 78.1 s, 14.1x / 7.1x;
-N=20000 13.2 s, 27.4x / 6.0x with 100 baseline steps measured, and 14.3 s, 25.6x / 6.0x with the default 20.
+(4.1x-5.8x); curate's own time varies by ~15%. Measured again later that day (same code): realistic 78.1 s,
+14.1x / 7.1x; N=20000 13.2 s, 27.4x / 6.0x with 100 baseline steps measured, 14.3 s, 25.6x / 6.0x with the default 20.
 What bounds it at the realistic size: 93% of curate's 32,259 evaluations are forced (the candidate's stale
 bound reached that step's pick, so any exact lazy greedy with these bounds makes them; a margin of 0 instead of
 the float32 one would save 3%), and BLAS/LAPACK calls (triangular, symmetric rank-k, Cholesky, at this core's
