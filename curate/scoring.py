@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from curate.cache import RowCache, content_key, settings_key
 from curate.engine import Engine, TaskSpec, Worker, run_batches
 from curate.errors import CurateError, InputError
-from curate.store import Store, Version, canonical_json, sha256_file
+from curate.store import Store, Version, canonical_json, check_flat
 
 __all__ = [
     "FlatFeatures",
@@ -679,32 +679,30 @@ def _read_flat(path: Path, n_rows: int) -> FlatFeatures | None:
     meta_path = path.with_suffix(".json")
     if not path.exists() or not meta_path.exists():
         return None
-    problem = None
-    try:
-        meta = json.loads(meta_path.read_text())
-        d, lengths, tokens = (
-            int(meta["d"]),
-            np.asarray(meta["lengths"], np.int64),
-            np.asarray(meta["tokens"], np.int64),
-        )
-        dtype = np.dtype(meta["dtype"])
-        rows = int(lengths.sum())
-        if (
-            meta.get("format") != FLAT_FORMAT
-            or dtype.name not in _FLAT_DTYPES
-            or lengths.shape != (n_rows,)
-            or tokens.shape != (n_rows,)
-            or (lengths < 0).any()
-            or (lengths > np.minimum(tokens, d)).any()
-            or int(meta["bytes"]) != rows * d * dtype.itemsize
-        ):
-            problem = "has a record that does not match the pool"
-        elif path.stat().st_size != int(meta["bytes"]):
-            problem = f"has {path.stat().st_size} bytes, its record says {meta['bytes']}"
-        elif sha256_file(path) != meta["sha256"]:
-            problem = "fails its sha256 check"
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        problem = f"has an unreadable record ({type(e).__name__})"
+    # Size and sha256 against the record, as `curate verify` checks them (a linked record is never read).
+    problem = check_flat(path)
+    if problem is None:
+        try:
+            meta = json.loads(meta_path.read_text())
+            d, lengths, tokens = (
+                int(meta["d"]),
+                np.asarray(meta["lengths"], np.int64),
+                np.asarray(meta["tokens"], np.int64),
+            )
+            dtype = np.dtype(meta["dtype"])
+            rows = int(lengths.sum())
+            if (
+                meta.get("format") != FLAT_FORMAT
+                or dtype.name not in _FLAT_DTYPES
+                or lengths.shape != (n_rows,)
+                or tokens.shape != (n_rows,)
+                or (lengths < 0).any()
+                or (lengths > np.minimum(tokens, d)).any()
+                or int(meta["bytes"]) != rows * d * dtype.itemsize
+            ):
+                problem = "has a record that does not match the pool"
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problem = f"has an unreadable record ({type(e).__name__})"
     if problem is not None:
         from curate.progress import console
 

@@ -1320,6 +1320,8 @@ def check_flat(path: StorePath) -> str | None:
         return "is missing (its .json record is left)"
     if not record.exists():
         return "has no .json record"
+    if _is_link(record):  # never read through a planted link (it could name /dev/zero)
+        return "has a .json record that is a symlink"
     try:
         meta = json.loads(record.read_text())
         size, digest = int(meta["bytes"]), str(meta["sha256"])

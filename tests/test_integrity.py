@@ -524,3 +524,23 @@ def test_verify_and_gc_cover_flat_feature_files(tmp_path):
     assert not bad.exists() and not bad.with_suffix(".json").exists() and not orphan_record.exists()
     assert recordless.exists() and good.exists() and good.with_suffix(".json").exists()
     assert store.gc(remove=True, min_age_s=0) == [str(recordless)] and store.verify() == []
+
+
+def test_a_linked_flat_record_is_never_read(tmp_path):
+    import numpy as np
+
+    from curate.scoring import _read_flat, flat_features
+
+    store = Store(tmp_path / "store")
+    folder = Path(store.cache_dir("features-flat", "k1"))
+    folder.mkdir(parents=True)
+    path = flat_features([np.ones((2, 2), dtype=np.float32)], path=folder / "flat-a.bin").path
+    record = path.with_suffix(".json")
+    record.unlink()
+    record.symlink_to("/dev/zero")  # reading it would never end
+    assert store.verify() == [
+        f"{path}: flat feature file has a .json record that is a symlink (ignored and rebuilt; "
+        "`curate gc --remove` deletes it)"
+    ]
+    assert _read_flat(path, 1) is None  # rebuilt rather than trusted
+    assert store.gc(remove=True, min_age_s=0) == [str(path)] and record.is_symlink()
